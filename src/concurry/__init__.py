@@ -1,0 +1,51 @@
+"""Concurry: one API for running Python code concurrently (SPEC §1).
+
+Write a class (``@worker``) or a function (``@task``) once, pick ``mode=`` (``sync``, ``thread``,
+``asyncio``, ``process``, ``ray``) and get futures, pools, limits, retries and progress bars.
+"""
+
+from .config import global_config, temp_config
+from .constants import (
+    ALL_COMPLETED,
+    FIRST_COMPLETED,
+    FIRST_EXCEPTION,
+    ExecutionMode,
+    LoadBalancingAlgorithm,
+    PollingAlgorithm,
+    RateLimitAlgorithm,
+    RetryAlgorithm,
+    ReturnWhen,
+)
+from .errors import RetryValidationError, WorkerCrashedError, WorkerStoppedError
+from .futures import AsyncioFuture, BaseFuture, ConcurrentFuture, SyncFuture, wrap_future
+from .task import Executor, TaskWorker, task
+from .worker import Worker, worker
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ALL_COMPLETED",
+    "FIRST_COMPLETED",
+    "FIRST_EXCEPTION",
+    "AsyncioFuture",
+    "BaseFuture",
+    "ConcurrentFuture",
+    "ExecutionMode",
+    "Executor",
+    "LoadBalancingAlgorithm",
+    "PollingAlgorithm",
+    "RateLimitAlgorithm",
+    "RetryAlgorithm",
+    "RetryValidationError",
+    "ReturnWhen",
+    "SyncFuture",
+    "TaskWorker",
+    "Worker",
+    "WorkerCrashedError",
+    "WorkerStoppedError",
+    "global_config",
+    "task",
+    "temp_config",
+    "worker",
+    "wrap_future",
+]

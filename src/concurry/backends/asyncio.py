@@ -1,0 +1,188 @@
+"""``asyncio`` mode: one event loop per worker, on its own thread (SPEC §2.7).
+
+``async def`` calls become tasks on the loop and interleave at ``await`` points; plain ``def``
+calls run on the loop thread in order (they block the loop while they run). Callers in other
+threads append to an inbox; one ``call_soon_threadsafe`` wakes the loop per batch, not per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import inspect
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from ..futures import BaseFuture, ConcurrentFuture, force_cancel, set_outcome
+from ..runtime import Runtime, call_has_futures
+from .base import Backend
+
+
+class AsyncioBackend(Backend):
+    """A private event loop thread that owns the instance."""
+
+    def start(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._inbox: collections.deque = collections.deque()
+        self._wakeup_pending = False
+        self._finished = False
+        self._tasks: dict[asyncio.Task, ConcurrentFuture] = {}
+        self._current: ConcurrentFuture | None = None
+        self._init_error: BaseException | None = None
+        ready = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(ready,), name=f"concurry-asyncio-{self.name}", daemon=True
+        )
+        self._thread.start()
+        ready.wait()
+        if self._init_error is not None:
+            self._stopped = True
+            self._thread.join()
+            raise self._init_error
+
+    # ---- caller side ----
+
+    def submit(self, name: str, args: tuple, kwargs: dict, future: ConcurrentFuture | None = None) -> BaseFuture:
+        if self._stopped:
+            raise self.stopped_error()
+        if future is None:
+            future = ConcurrentFuture()
+        self._post((future, name, args, kwargs))
+        return future
+
+    def caller(self, name: str) -> Callable[..., BaseFuture]:
+        post = self._post
+        new_future = ConcurrentFuture
+
+        def call(*args: Any, **kwargs: Any) -> BaseFuture:
+            if self._stopped:
+                raise self.stopped_error()
+            future = new_future()
+            post((future, name, args, kwargs))
+            return future
+
+        return call
+
+    def _post(self, item: tuple) -> None:
+        self._inbox.append(item)
+        if not self._wakeup_pending:
+            self._wakeup_pending = True
+            try:
+                self._loop.call_soon_threadsafe(self._drain_inbox)
+            except RuntimeError:  # loop already closed: the worker has finished
+                pass
+        if self._finished:
+            self._cancel_inbox()
+
+    def stop(self, timeout: float | None = None, cancel_futures: bool = False, wait: bool = True) -> None:
+        if not self._begin_stop():
+            if wait and threading.current_thread() is not self._thread:
+                self._thread.join(timeout)
+            return
+        if threading.current_thread() is self._thread:
+            wait = False  # stop() called from inside the worker: just start the shutdown
+        try:
+            self._loop.call_soon_threadsafe(
+                lambda: self._loop.create_task(self._shutdown(timeout, cancel_futures))
+            )
+        except RuntimeError:
+            pass
+        if not wait:
+            return
+        self._thread.join(None if timeout is None else timeout + 1.0)
+        if self._thread.is_alive():
+            # A plain ``def`` call is blocking the loop past the deadline.
+            self._cancel_inbox()
+            for future in list(self._tasks.values()):
+                force_cancel(future)
+            if self._current is not None:
+                force_cancel(self._current)
+
+    def _cancel_inbox(self) -> None:
+        while True:
+            try:
+                force_cancel(self._inbox.popleft()[0])
+            except IndexError:
+                return
+
+    # ---- loop thread ----
+
+    def _run(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self.runtime = Runtime(self.cls, self.args, self.kwargs, self.options.unwrap_futures)
+        except BaseException as exc:
+            self._init_error = exc
+            self._finished = True
+            self._loop.close()
+            ready.set()
+            return
+        self.args = self.kwargs = None
+        ready.set()
+        try:
+            self._loop.run_forever()
+        finally:
+            try:
+                self.runtime.close()
+            finally:
+                self._finished = True
+                self._cancel_inbox()
+                for future in self._tasks.values():
+                    force_cancel(future)
+                self._loop.close()
+
+    def _drain_inbox(self) -> None:
+        self._wakeup_pending = False
+        inbox = self._inbox
+        while inbox:
+            self._start_call(*inbox.popleft())
+
+    def _start_call(self, future: ConcurrentFuture, name: str, args: tuple, kwargs: dict) -> None:
+        try:
+            if not future.set_running_or_notify_cancel():
+                return
+        except RuntimeError:
+            return
+        runtime = self.runtime
+        if runtime.unwrap_futures and (args or kwargs) and call_has_futures(args, kwargs):
+            self._track(self._loop.create_task(runtime.invoke_async(name, args, kwargs)), future)
+            return
+        self._current = future
+        try:
+            result = runtime.method(name)(*args, **kwargs)
+        except BaseException as exc:
+            set_outcome(future, None, exc)
+            return
+        finally:
+            self._current = None
+        if inspect.iscoroutine(result):
+            self._track(self._loop.create_task(result), future)
+        else:
+            set_outcome(future, result, None)
+
+    def _track(self, task: asyncio.Task, future: ConcurrentFuture) -> None:
+        self._tasks[task] = future
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        future = self._tasks.pop(task)
+        if task.cancelled():
+            force_cancel(future)
+        else:
+            set_outcome(future, None, task.exception()) if task.exception() else set_outcome(
+                future, task.result(), None
+            )
+
+    async def _shutdown(self, timeout: float | None, cancel_futures: bool) -> None:
+        if cancel_futures:
+            self._cancel_inbox()
+        else:
+            self._drain_inbox()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=1.0)
+        self._loop.stop()

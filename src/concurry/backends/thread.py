@@ -1,0 +1,137 @@
+"""``thread`` mode: one dedicated thread per worker, fed by one ``SimpleQueue``.
+
+A call is one tuple on the queue; the thread takes it, runs it through the runtime and resolves
+the future. No locks on the hot path beyond the queue's and the future's own.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from ..futures import BaseFuture, ConcurrentFuture, force_cancel, set_outcome
+from ..runtime import Runtime
+from .base import Backend
+
+_SHUTDOWN = None  # queue sentinel
+
+
+class ThreadBackend(Backend):
+    """A worker thread that owns the instance and runs calls in submission order."""
+
+    thread_name_prefix = "concurry-thread"
+
+    def start(self) -> None:
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._finished = False  # set by the worker thread once it will take no more items
+        self._current: ConcurrentFuture | None = None
+        self._ready = threading.Event()
+        self._init_error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, name=f"{self.thread_name_prefix}-{self.name}", daemon=True
+        )
+        self._thread.start()
+        self._ready.wait()
+        if self._init_error is not None:
+            self._stopped = True
+            self._thread.join()
+            raise self._init_error
+
+    # ---- caller side ----
+
+    def submit(self, name: str, args: tuple, kwargs: dict, future: ConcurrentFuture | None = None) -> BaseFuture:
+        if self._stopped:
+            raise self.stopped_error()
+        if future is None:
+            future = ConcurrentFuture()
+        self._queue.put((future, name, args, kwargs))
+        if self._finished:  # the thread exited between our check and our put: don't strand it
+            self._cancel_queued()
+        return future
+
+    def caller(self, name: str) -> Callable[..., BaseFuture]:
+        put = self._queue.put
+        new_future = ConcurrentFuture
+
+        def call(*args: Any, **kwargs: Any) -> BaseFuture:
+            if self._stopped:
+                raise self.stopped_error()
+            future = new_future()
+            put((future, name, args, kwargs))
+            if self._finished:
+                self._cancel_queued()
+            return future
+
+        return call
+
+    def stop(self, timeout: float | None = None, cancel_futures: bool = False, wait: bool = True) -> None:
+        if not self._begin_stop():
+            if wait and threading.current_thread() is not self._thread:
+                self._thread.join(timeout)
+            return
+        if cancel_futures:
+            self._cancel_queued()
+        self._queue.put(_SHUTDOWN)
+        if not wait or threading.current_thread() is self._thread:
+            return
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            # The running call ignored the deadline: cancel everything it still holds up.
+            # The daemon thread exits on its own once that call returns.
+            self._cancel_queued()
+            current = self._current
+            if current is not None:
+                force_cancel(current)
+            self._queue.put(_SHUTDOWN)
+
+    def _cancel_queued(self) -> None:
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not _SHUTDOWN:
+                force_cancel(item[0])
+
+    # ---- worker thread ----
+
+    def _run(self) -> None:
+        try:
+            runtime = Runtime(self.cls, self.args, self.kwargs, self.options.unwrap_futures)
+        except BaseException as exc:
+            self._init_error = exc
+            self._finished = True
+            self._ready.set()
+            return
+        self._ready.set()
+        self.args = self.kwargs = None  # the instance owns them now
+        get = self._queue.get
+        invoke = runtime.invoke
+        try:
+            while True:
+                item = get()
+                if item is _SHUTDOWN:
+                    break
+                future, name, args, kwargs = item
+                try:
+                    if not future.set_running_or_notify_cancel():
+                        continue
+                except RuntimeError:  # force-cancelled by a timed-out stop
+                    continue
+                self._current = future
+                try:
+                    result = invoke(name, args, kwargs)
+                except BaseException as exc:
+                    set_outcome(future, None, exc)
+                else:
+                    set_outcome(future, result, None)
+                self._current = None
+                del item, future, args, kwargs
+        finally:
+            try:
+                runtime.close()
+            finally:
+                self._finished = True
+                self._cancel_queued()

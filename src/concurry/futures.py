@@ -1,0 +1,240 @@
+"""Futures returned by every call (SPEC §6).
+
+``BaseFuture`` is the one interface. Local modes return ``ConcurrentFuture`` (a real
+``concurrent.futures.Future``, so ``concurrent.futures.wait``/``as_completed`` and
+``asyncio.wrap_future`` accept it) or ``SyncFuture`` (born resolved, equally interoperable).
+``AsyncioFuture`` and ``RayFuture`` adapt foreign futures; ``wrap_future`` picks the right one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import threading
+from collections.abc import Callable, Generator
+from concurrent.futures._base import CANCELLED_AND_NOTIFIED, FINISHED, PENDING, RUNNING
+from typing import Any
+
+CancelledError = cf.CancelledError
+
+
+class BaseFuture:
+    """What every call returns: the ``concurrent.futures.Future`` API, plus ``await``."""
+
+    __slots__ = ()
+
+    def result(self, timeout: float | None = None) -> Any:
+        raise NotImplementedError
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        raise NotImplementedError
+
+    def done(self) -> bool:
+        raise NotImplementedError
+
+    def cancelled(self) -> bool:
+        raise NotImplementedError
+
+    def running(self) -> bool:
+        raise NotImplementedError
+
+    def cancel(self) -> bool:
+        raise NotImplementedError
+
+    def add_done_callback(self, fn: Callable[[BaseFuture], object]) -> None:
+        raise NotImplementedError
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        raise NotImplementedError
+
+
+class ConcurrentFuture(cf.Future, BaseFuture):
+    """A thread-safe future; it *is* a ``concurrent.futures.Future``."""
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return asyncio.wrap_future(self).__await__()
+
+    def __repr__(self) -> str:
+        return f"<ConcurrentFuture state={self._state.lower()}>"
+
+
+# SyncFutures are born finished and never change state, so they can share one condition:
+# it is only ever taken briefly (by cancel(), add_done_callback(), cf.wait()), and it is
+# re-entrant, which cf.wait() needs when it locks several of them at once.
+_SHARED_CONDITION = threading.Condition()
+
+
+class SyncFuture(ConcurrentFuture):
+    """An already-resolved future (``sync`` mode, plain values given to ``wrap_future``)."""
+
+    def __init__(self, result: Any = None, exception: BaseException | None = None):
+        self._condition = _SHARED_CONDITION
+        self._state = FINISHED
+        self._result = result
+        self._exception = exception
+        self._waiters = []
+        self._done_callbacks = []
+
+    def __repr__(self) -> str:
+        return f"<SyncFuture {'failed' if self._exception is not None else 'done'}>"
+
+
+class _ChainedFuture(ConcurrentFuture):
+    """A ``ConcurrentFuture`` mirroring a foreign ``concurrent.futures.Future``."""
+
+    def __init__(self, source: cf.Future):
+        super().__init__()
+        self._source = source
+        source.add_done_callback(self._copy_outcome)
+
+    def _copy_outcome(self, source: cf.Future) -> None:
+        if source.cancelled():
+            super().cancel()
+            return
+        exc = source.exception()
+        if self.set_running_or_notify_cancel():
+            if exc is None:
+                self.set_result(source.result())
+            else:
+                self.set_exception(exc)
+
+    def cancel(self) -> bool:
+        return self._source.cancel() and super().cancel()
+
+    def running(self) -> bool:
+        return self._source.running()
+
+
+class AsyncioFuture(BaseFuture):
+    """Adapts an ``asyncio.Future`` (or task) so other threads can block on it."""
+
+    __slots__ = ("_future", "_loop")
+
+    def __init__(self, future: asyncio.Future):
+        self._future = future
+        self._loop = future.get_loop()
+
+    def _as_concurrent(self) -> cf.Future:
+        """A thread-safe mirror of the asyncio future (asyncio's own chaining helper)."""
+        mirror: cf.Future = cf.Future()
+
+        def link() -> None:
+            asyncio.futures._chain_future(self._future, mirror)
+
+        if self._in_loop_thread():
+            link()
+        else:
+            self._loop.call_soon_threadsafe(link)
+        return mirror
+
+    def _in_loop_thread(self) -> bool:
+        try:
+            return asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            return False
+
+    def _blocking_wait(self, timeout: float | None) -> cf.Future:
+        if self._future.done():
+            return self._future  # type: ignore[return-value]
+        if self._in_loop_thread():
+            raise RuntimeError("cannot block on an asyncio future from its own event loop; use 'await'")
+        mirror = self._as_concurrent()
+        try:
+            cf.wait([mirror], timeout=timeout)
+        except BaseException:
+            raise
+        if not mirror.done():
+            raise TimeoutError(f"future did not finish within {timeout} s")
+        return mirror
+
+    def result(self, timeout: float | None = None) -> Any:
+        return self._blocking_wait(timeout).result()
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        return self._blocking_wait(timeout).exception()
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    def cancelled(self) -> bool:
+        return self._future.cancelled()
+
+    def running(self) -> bool:
+        return not self._future.done()
+
+    def cancel(self) -> bool:
+        if self._future.done():
+            return False
+        if self._in_loop_thread():
+            return self._future.cancel()
+        self._loop.call_soon_threadsafe(self._future.cancel)
+        return True
+
+    def add_done_callback(self, fn: Callable[[BaseFuture], object]) -> None:
+        def callback(_: asyncio.Future) -> None:
+            fn(self)
+
+        if self._in_loop_thread():
+            self._future.add_done_callback(callback)
+        else:
+            self._loop.call_soon_threadsafe(self._future.add_done_callback, callback)
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        if self._in_loop_thread():
+            return self._future.__await__()
+        return asyncio.wrap_future(self._as_concurrent()).__await__()
+
+    def __repr__(self) -> str:
+        return f"<AsyncioFuture {self._future!r}>"
+
+
+def wrap_future(value: Any) -> BaseFuture:
+    """Turn any future (concurrent, asyncio, Ray) or a plain value into a ``BaseFuture``.
+
+    A ``BaseFuture`` is returned unchanged; a plain value becomes a resolved ``SyncFuture``.
+    """
+    if isinstance(value, BaseFuture):
+        return value
+    if isinstance(value, cf.Future):
+        return _ChainedFuture(value)
+    if isinstance(value, asyncio.Future):
+        return AsyncioFuture(value)
+    if _is_ray_object_ref(value):
+        from .ray_future import RayFuture
+
+        return RayFuture(value)
+    return SyncFuture(result=value)
+
+
+def _is_ray_object_ref(value: Any) -> bool:
+    cls = type(value)
+    return cls.__name__ == "ObjectRef" and cls.__module__.startswith("ray")
+
+
+def force_cancel(future: cf.Future) -> bool:
+    """Cancel a future even if it is already running (used only when a stop times out).
+
+    ``concurrent.futures`` refuses to cancel a running future; a worker that ignores its stop
+    deadline must still never leave the caller waiting forever, so we move the future to the
+    cancelled state ourselves. The worker's late result is then dropped (see ``set_outcome``).
+    """
+    with future._condition:
+        if future._state not in (PENDING, RUNNING):
+            return future._state == CANCELLED_AND_NOTIFIED
+        future._state = CANCELLED_AND_NOTIFIED
+        for waiter in future._waiters:
+            waiter.add_cancelled(future)
+        future._condition.notify_all()
+    future._invoke_callbacks()
+    return True
+
+
+def set_outcome(future: cf.Future, result: Any, error: BaseException | None) -> None:
+    """Resolve a future unless someone (cancel at stop, a crash) already resolved it."""
+    try:
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+    except cf.InvalidStateError:
+        pass

@@ -1,0 +1,232 @@
+"""Worker options: each one validated once, at ``options()``/``@worker(...)`` time (SPEC §2.2).
+
+``validate_options`` checks what the user typed; ``resolve_options`` merges those values with
+``global_config`` at ``init()`` time into one immutable ``WorkerOptions``, which is then passed
+down and never re-validated on the hot path.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .constants import ExecutionMode, LoadBalancingAlgorithm, RetryAlgorithm
+
+MP_CONTEXTS = ("spawn", "forkserver", "fork")
+
+# Ray actor options passed through untouched (SPEC §12); ignored by the other modes.
+RAY_OPTIONS = frozenset(
+    {
+        "num_cpus", "num_gpus", "resources", "runtime_env", "memory", "accelerator_type",
+        "max_restarts", "max_task_retries", "max_concurrency", "name", "namespace", "lifetime",
+        "scheduling_strategy", "placement_group", "placement_group_bundle_index",
+        "placement_group_capture_child_tasks", "label_selector", "concurrency_groups",
+        "get_if_exists", "enable_task_events",
+    }
+)
+RETRY_OPTIONS = ("num_retries", "retry_on", "retry_algorithm", "retry_wait", "retry_jitter", "retry_until")
+CORE_OPTIONS = (
+    "mode", "max_workers", "load_balancing", "on_demand", "max_queued_tasks", "blocking",
+    "unwrap_futures", "limits", *RETRY_OPTIONS, "mp_context",
+)
+ACCEPTED_OPTIONS = frozenset(CORE_OPTIONS) | RAY_OPTIONS
+
+
+# ---- single-value validators: each returns the normalised value or raises a clear error ----
+
+def _bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def _int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def _number(name: str, value: Any, low: float, high: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    if value != value or value < low or (high is not None and value > high):
+        bounds = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be a number {bounds}, got {value!r}")
+    return value
+
+
+def _per_method(name: str, value: Any, check: Callable[[str, Any], Any]) -> Any:
+    """Retry options accept a dict of method name -> value, with ``"*"`` as the default key."""
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"{name} keys must be method names (str) or '*', got {key!r}")
+            out[key] = check(f"{name}[{key!r}]", item)
+        return out
+    return check(name, value)
+
+
+def _retry_on_item(name: str, item: Any) -> Any:
+    if isinstance(item, type) and issubclass(item, BaseException):
+        return item
+    if callable(item) and not isinstance(item, type):
+        return item
+    raise TypeError(f"{name} must be an exception class or a callable (exception=..., **ctx) -> bool, got {item!r}")
+
+
+def _retry_on(name: str, value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return tuple(_retry_on_item(name, v) for v in value)
+    return _retry_on_item(name, value)
+
+
+def _retry_until(name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    items = value if isinstance(value, (list, tuple)) else (value,)
+    for item in items:
+        if not callable(item):
+            raise TypeError(f"{name} must be a callable (result, **ctx) -> bool or a list of them, got {item!r}")
+    return tuple(items) if isinstance(value, (list, tuple)) else value
+
+
+def _limits(name: str, value: Any) -> Any:
+    # Enforcement arrives with the limits issue (SPEC §10); accepted and stored until then.
+    if value is None or isinstance(value, (list, tuple)) or hasattr(value, "acquire"):
+        return value
+    raise TypeError(f"{name} must be a LimitSet, a LimitPool or a list of Limit objects, got {value!r}")
+
+
+def _max_queued(name: str, value: Any) -> int | None:
+    return None if value is None else _int(name, value, 1)
+
+
+VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
+    "mode": lambda n, v: ExecutionMode.parse(v, n),
+    "max_workers": lambda n, v: _int(n, v, 0),
+    "load_balancing": lambda n, v: LoadBalancingAlgorithm.parse(v, n),
+    "load_balancing_on_demand": lambda n, v: LoadBalancingAlgorithm.parse(v, n),
+    "on_demand": _bool,
+    "max_queued_tasks": _max_queued,
+    "blocking": _bool,
+    "unwrap_futures": _bool,
+    "limits": _limits,
+    "num_retries": lambda n, v: _per_method(n, v, lambda n2, v2: _int(n2, v2, 0)),
+    "retry_on": lambda n, v: _per_method(n, v, _retry_on),
+    "retry_algorithm": lambda n, v: _per_method(n, v, lambda n2, v2: RetryAlgorithm.parse(v2, n2)),
+    "retry_wait": lambda n, v: _per_method(n, v, lambda n2, v2: _number(n2, v2, 0.0)),
+    "retry_jitter": lambda n, v: _per_method(n, v, lambda n2, v2: _number(n2, v2, 0.0, 1.0)),
+    "retry_until": lambda n, v: _per_method(n, v, _retry_until),
+    "mp_context": lambda n, v: _choice(n, v, MP_CONTEXTS),
+    "stop_timeout": lambda n, v: _number(n, v, 0.0),
+}
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    if isinstance(value, str) and value.lower() in choices:
+        return value.lower()
+    raise ValueError(f"{name}={value!r} is not accepted; use one of {', '.join(map(repr, choices))}")
+
+
+def _unknown(name: str) -> ValueError:
+    close = difflib.get_close_matches(name, sorted(ACCEPTED_OPTIONS), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return ValueError(
+        f"unknown worker option {name!r}.{hint} Accepted options: {', '.join(CORE_OPTIONS)}"
+        f" and the Ray actor options {', '.join(sorted(RAY_OPTIONS))}"
+    )
+
+
+def validate_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate user-given options (``options()``/``@worker(...)``) and return them normalised."""
+    out: dict[str, Any] = {}
+    for name, value in options.items():
+        if name not in ACCEPTED_OPTIONS:
+            raise _unknown(name)
+        out[name] = value if name in RAY_OPTIONS else VALIDATORS[name](name, value)
+    _check_single_worker_modes(out)
+    return out
+
+
+def _check_single_worker_modes(values: Mapping[str, Any]) -> None:
+    mode, max_workers = values.get("mode"), values.get("max_workers")
+    if mode in (ExecutionMode.SYNC, ExecutionMode.ASYNCIO) and max_workers not in (None, 1):
+        raise ValueError(
+            f"max_workers={max_workers!r} is not accepted for mode={mode.value!r}: "
+            f"{mode.value} workers run on one thread, so only max_workers=1 is allowed; "
+            "use mode='thread' or mode='process' for a pool"
+        )
+    if mode in (ExecutionMode.SYNC, ExecutionMode.ASYNCIO) and values.get("on_demand"):
+        raise ValueError(f"on_demand=True is not accepted for mode={mode.value!r}; use 'thread' or 'process'")
+
+
+@dataclass(frozen=True)
+class RetryOptions:
+    """Retry settings as resolved for one worker; enforced by the retries issue (SPEC §11)."""
+
+    num_retries: Any = 0
+    retry_on: Any = Exception
+    retry_algorithm: Any = RetryAlgorithm.EXPONENTIAL
+    retry_wait: Any = 1.0
+    retry_jitter: Any = 0.3
+    retry_until: Any = None
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """Every setting one worker (or pool) runs with, resolved once at ``init()``."""
+
+    mode: ExecutionMode
+    max_workers: int = 1
+    load_balancing: LoadBalancingAlgorithm = LoadBalancingAlgorithm.ROUND_ROBIN
+    on_demand: bool = False
+    max_queued_tasks: int | None = None
+    blocking: bool = False
+    unwrap_futures: bool = True
+    limits: Any = None
+    retry: RetryOptions = field(default_factory=RetryOptions)
+    mp_context: str = "spawn"
+    ray_options: Mapping[str, Any] = field(default_factory=dict)
+    stop_timeout: float = 30.0
+
+    @property
+    def is_pool(self) -> bool:
+        return self.on_demand or self.max_workers > 1
+
+
+def resolve_options(given: Mapping[str, Any]) -> WorkerOptions:
+    """Merge validated user options over ``global_config`` (SPEC §2.2 precedence)."""
+    from .config import global_config
+
+    mode = given.get("mode") or global_config.default_mode()
+
+    def pick(name: str) -> Any:
+        return given[name] if name in given else global_config.lookup(mode, name)
+
+    on_demand = given.get("on_demand", False)
+    balancing = given.get("load_balancing") or pick(
+        "load_balancing_on_demand" if on_demand else "load_balancing"
+    )
+    max_workers = pick("max_workers")
+    values = {"mode": mode, "max_workers": max_workers, "on_demand": on_demand}
+    _check_single_worker_modes(values)
+    return WorkerOptions(
+        mode=mode,
+        max_workers=max_workers,
+        load_balancing=balancing,
+        on_demand=on_demand,
+        max_queued_tasks=pick("max_queued_tasks"),
+        blocking=pick("blocking"),
+        unwrap_futures=pick("unwrap_futures"),
+        limits=given.get("limits"),
+        retry=RetryOptions(**{name: pick(name) for name in RETRY_OPTIONS}),
+        mp_context=pick("mp_context"),
+        ray_options={k: v for k, v in given.items() if k in RAY_OPTIONS},
+        stop_timeout=pick("stop_timeout"),
+    )

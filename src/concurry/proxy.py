@@ -1,0 +1,142 @@
+"""Worker handles: what ``init()`` returns for a single worker (SPEC §2.3, §2.4).
+
+A handle exposes the user's public methods. The first access to a method builds the backend's
+fast caller for it and caches it on the handle, so later calls skip ``__getattr__`` entirely.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+from .backends import Backend, backend_class
+from .futures import BaseFuture
+from .options import WorkerOptions
+
+_counter = itertools.count(1)
+
+
+def worker_name(cls: type) -> str:
+    return f"{cls.__name__}#{next(_counter)}"
+
+
+def check_method(cls: type, name: str, owner: str) -> None:
+    """Raise ``AttributeError`` in the caller unless ``name`` is a public method of ``cls``."""
+    if name.startswith("_"):
+        raise AttributeError(
+            f"{owner}: {name!r} is private; only public methods of {cls.__name__} can be called "
+            "through a worker"
+        )
+    attr = getattr(cls, name, None)
+    if attr is None or not callable(attr):
+        methods = sorted(n for n in dir(cls) if not n.startswith("_") and callable(getattr(cls, n, None)))
+        what = "is not a method" if attr is not None else "has no method"
+        raise AttributeError(
+            f"{owner}: {cls.__name__} {what} {name!r}; its public methods are: {', '.join(methods) or '(none)'}"
+        )
+
+
+def blocking_caller(caller: Callable[..., BaseFuture]) -> Callable[..., Any]:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return caller(*args, **kwargs).result()
+
+    return call
+
+
+class WorkerHandle:
+    """Behaviour shared by single-worker handles and pools: method lookup, ``stop``, ``with``."""
+
+    _cls: type
+    _options: WorkerOptions
+
+    def _caller(self, name: str) -> Callable[..., BaseFuture]:
+        """The non-blocking caller for ``name`` (future-returning, whatever ``blocking`` says)."""
+        raise NotImplementedError
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name.startswith("__") or "_cls" not in self.__dict__:
+            raise AttributeError(name)
+        check_method(self._cls, name, repr(self))
+        caller = self._caller(name)
+        if self._options.blocking:
+            caller = blocking_caller(caller)
+        self.__dict__[name] = caller
+        return caller
+
+    def stop(self, timeout: float | None = None, cancel_futures: bool = False) -> None:
+        """Stop accepting calls; submitted calls finish (or, with ``cancel_futures``, queued ones
+        are cancelled); whatever is unfinished after ``timeout`` seconds is cancelled. Idempotent."""
+        self._stop(self._options.stop_timeout if timeout is None else timeout, cancel_futures, True)
+
+    def _stop(self, timeout: float | None, cancel_futures: bool, wait: bool) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+
+    def __del__(self) -> None:
+        try:
+            self._stop(None, False, False)
+        except Exception:
+            pass
+
+
+class WorkerProxy(WorkerHandle):
+    """A handle on one worker (thread, loop, process or actor)."""
+
+    def __init__(self, cls: type, backend: Backend, options: WorkerOptions):
+        self._backend = backend
+        self._options = options
+        self._callers: dict[str, Callable[..., BaseFuture]] = {}
+        self._cls = cls
+
+    def _caller(self, name: str) -> Callable[..., BaseFuture]:
+        try:
+            return self._callers[name]
+        except KeyError:
+            caller = self._callers[name] = self._backend.caller(name)
+            return caller
+
+    def _stop(self, timeout: float | None, cancel_futures: bool, wait: bool) -> None:
+        backend = self.__dict__.get("_backend")
+        if backend is not None:
+            backend.stop(timeout, cancel_futures, wait)
+
+    @property
+    def mode(self) -> str:
+        return self._options.mode.value
+
+    def __repr__(self) -> str:
+        backend = self.__dict__.get("_backend")
+        state = "stopped" if backend is not None and backend.stopped else "running"
+        name = backend.name if backend is not None else "?"
+        return f"<{self._options.mode.value} worker {name} ({state})>"
+
+
+def handle_class(cls: type, base: type) -> type:
+    """The handle class for ``cls``: ``base``, plus any mixin the worker class asks for (TaskWorker)."""
+    mixin = getattr(cls, "__concurry_handle_mixin__", None)
+    if mixin is None:
+        return base
+    return _mixed(mixin, base)
+
+
+_MIXED: dict[tuple[type, type], type] = {}
+
+
+def _mixed(mixin: type, base: type) -> type:
+    key = (mixin, base)
+    if key not in _MIXED:
+        _MIXED[key] = type(f"{mixin.__name__}{base.__name__}", (mixin, base), {})
+    return _MIXED[key]
+
+
+def create_worker(cls: type, args: tuple, kwargs: dict, options: WorkerOptions) -> WorkerProxy:
+    """Start one worker and return its handle; raises the instance's ``__init__`` error."""
+    backend = backend_class(options.mode)(cls, args, kwargs, options, worker_name(cls))
+    backend.start()
+    return handle_class(cls, WorkerProxy)(cls, backend, options)

@@ -1,0 +1,124 @@
+"""Defining and creating workers: ``@worker``, ``Worker``, ``W.options(...).init(...)`` (SPEC §2.1, §2.2).
+
+A worker class is a class whose metaclass is ``WorkerMeta``: calling it (or ``.init``) creates a
+worker and returns a handle, never a bare instance. ``@worker`` on a plain class returns a
+subclass with the same name, docstring and methods whose metaclass adds that behaviour; the
+user's instance is still built by the ordinary construction protocol, inside the worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar, overload
+
+from .options import resolve_options, validate_options
+from .validation import check_init_args
+
+T = TypeVar("T", bound=type)
+
+
+class WorkerMeta(type):
+    """Metaclass of worker classes: ``W(...)`` is ``W.init(...)``; ``W.options(...)`` configures."""
+
+    __concurry_options__: dict[str, Any]
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        return cls.init(*args, **kwargs)
+
+    def __concurry_construct__(cls, *args: Any, **kwargs: Any) -> Any:
+        """Build a real instance (used where the instance lives), skipping ``__call__`` above."""
+        return super().__call__(*args, **kwargs)
+
+    def options(cls, **options: Any) -> WorkerBuilder:
+        """A builder with these options over the class defaults; the class is left unchanged."""
+        return WorkerBuilder(cls, {**cls.__concurry_options__, **validate_options(options)})
+
+    def init(cls, *args: Any, **kwargs: Any) -> Any:
+        """Create a worker (or a pool, SPEC §4) with the class defaults; args go to ``__init__``."""
+        return WorkerBuilder(cls, cls.__concurry_options__).init(*args, **kwargs)
+
+
+class Worker(metaclass=WorkerMeta):
+    """Base class alternative to ``@worker``: ``class W(Worker): ...`` behaves the same."""
+
+    __concurry_options__: dict[str, Any] = {}
+
+
+class WorkerBuilder:
+    """The result of ``W.options(...)``: holds validated options until ``init()``."""
+
+    __slots__ = ("_cls", "_options")
+
+    def __init__(self, cls: type, options: dict[str, Any]):
+        self._cls = cls
+        self._options = options
+
+    def options(self, **options: Any) -> WorkerBuilder:
+        return WorkerBuilder(self._cls, {**self._options, **validate_options(options)})
+
+    def init(self, *args: Any, **kwargs: Any) -> Any:
+        """Create the worker (or pool). Limits and retry options are validated and stored now;
+        they take effect once the limits and retries features land (SPEC §10, §11)."""
+        options = resolve_options(self._options)
+        args, kwargs = check_init_args(self._cls, args, kwargs)
+        if options.is_pool:
+            from .pool import create_pool
+
+            return create_pool(self._cls, args, kwargs, options)
+        from .proxy import create_worker
+
+        return create_worker(self._cls, args, kwargs, options)
+
+    def __repr__(self) -> str:
+        return f"{self._cls.__name__}.options({', '.join(f'{k}={v!r}' for k, v in self._options.items())})"
+
+
+_METACLASSES: dict[type, type] = {}
+
+
+def _worker_metaclass(meta: type) -> type:
+    """``WorkerMeta`` combined with the class's own metaclass (pydantic's, ABCMeta, ...)."""
+    if issubclass(meta, WorkerMeta):
+        return meta
+    if meta is type:
+        return WorkerMeta
+    if meta not in _METACLASSES:
+        _METACLASSES[meta] = type(f"Worker{meta.__name__}", (WorkerMeta, meta), {"__module__": __name__})
+    return _METACLASSES[meta]
+
+
+def _make_worker_class(cls: type, options: dict[str, Any]) -> type:
+    if isinstance(cls, WorkerMeta):
+        # Already a worker class (a Worker subclass, or a subclass of a decorated class):
+        # the decorator only sets its defaults, over the ones it inherits.
+        cls.__concurry_options__ = {**cls.__concurry_options__, **options}
+        return cls
+    namespace = {
+        "__module__": cls.__module__,
+        "__qualname__": cls.__qualname__,
+        "__doc__": cls.__doc__,
+        "__concurry_options__": options,
+    }
+    return _worker_metaclass(type(cls))(cls.__name__, (cls,), namespace)
+
+
+@overload
+def worker(cls: T, /) -> T: ...
+@overload
+def worker(cls: None = None, /, **options: Any) -> Callable[[T], T]: ...
+
+
+def worker(cls: type | None = None, /, **options: Any) -> Any:
+    """Make a class a worker: ``@worker`` or ``@worker(mode="thread", ...)``; options become defaults."""
+    validated = validate_options(options)
+    if cls is not None:
+        if not isinstance(cls, type):
+            raise TypeError(f"@worker decorates classes, got {cls!r}; use @task for functions")
+        return _make_worker_class(cls, validated)
+
+    def decorate(target: type) -> type:
+        if not isinstance(target, type):
+            raise TypeError(f"@worker decorates classes, got {target!r}; use @task for functions")
+        return _make_worker_class(target, validated)
+
+    return decorate
