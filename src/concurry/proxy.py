@@ -6,6 +6,7 @@ fast caller for it and caches it on the handle, so later calls skip ``__getattr_
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable
 from typing import Any
@@ -59,10 +60,12 @@ class WorkerHandle:
             raise AttributeError(name)
         check_method(self._cls, name, repr(self))
         caller = self._caller(name)
-        if self._options.blocking:
-            caller = blocking_caller(caller)
-        self.__dict__[name] = caller
-        return caller
+        # The partial carries a reference to the handle, so ``W.init().method()`` keeps a
+        # temporary handle alive until the call is submitted (its __del__ stops the worker).
+        bound = functools.partial(blocking_caller(caller) if self._options.blocking else caller)
+        bound.handle = self
+        self.__dict__[name] = bound
+        return bound
 
     def stop(self, timeout: float | None = None, cancel_futures: bool = False) -> None:
         """Stop accepting calls; submitted calls finish (or, with ``cancel_futures``, queued ones

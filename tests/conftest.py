@@ -1,0 +1,83 @@
+"""Shared fixtures: the mode parametrisation and leak checks every behavioural test uses."""
+
+from __future__ import annotations
+
+import gc
+import os
+import threading
+import time
+
+import pytest
+
+from concurry import global_config
+
+# Behavioural tests run in every local mode, so the modes cannot drift apart.
+LOCAL_MODES = ["sync", "thread", "asyncio", "process"]
+CONCURRENT_MODES = ["thread", "asyncio", "process"]  # modes where the caller does not wait
+POOL_MODES = ["thread", "process"]
+
+
+@pytest.fixture(params=LOCAL_MODES)
+def mode(request) -> str:
+    return request.param
+
+
+@pytest.fixture(params=CONCURRENT_MODES)
+def concurrent_mode(request) -> str:
+    return request.param
+
+
+@pytest.fixture(params=POOL_MODES)
+def pool_mode(request) -> str:
+    return request.param
+
+
+@pytest.fixture(autouse=True)
+def _fresh_global_config():
+    """Every test starts from the library defaults, whatever the previous one changed."""
+    global_config.reset()
+    yield
+    global_config.reset()
+
+
+def child_pids() -> set[int]:
+    """Live (non-zombie) children of this test process, read from /proc."""
+    pids: set[int] = set()
+    for task in os.listdir(f"/proc/{os.getpid()}/task"):
+        try:
+            with open(f"/proc/{os.getpid()}/task/{task}/children") as f:
+                pids.update(int(p) for p in f.read().split())
+        except FileNotFoundError:
+            continue
+    return pids
+
+
+def zombie_children() -> set[int]:
+    zombies = set()
+    for pid in child_pids():
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    zombies.add(pid)
+        except FileNotFoundError:
+            continue
+    return zombies
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def concurry_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("concurry")]
+
+
+def wait_until(predicate, timeout: float = 5.0, interval: float = 0.01) -> bool:
+    """Poll ``predicate`` until true or ``timeout``; for asserting eventual effects in tests."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    gc.collect()
+    return predicate()
