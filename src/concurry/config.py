@@ -134,6 +134,6 @@ def temp_config(**settings: Any) -> Iterator[GlobalConfig]:
 
 def _restore(saved: list) -> None:
     for section, name, was_set, value in reversed(saved):
-        object.__setattr__(section, "__dict__", {**section.__dict__, name: value})
+        section.__dict__[name] = value  # it was valid when saved: no need to re-validate
         if not was_set:
             section.model_fields_set.discard(name)
