@@ -26,9 +26,10 @@ def backend_class(mode: ExecutionMode) -> type[Backend]:
 
         return ProcessBackend
     if mode is ExecutionMode.RAY:
-        from .ray import RayBackend
-
-        return RayBackend
+        raise ValueError(
+            "mode='ray' is not available in this version of concurry: the Ray backend "
+            "(SPEC §12) has not been built yet; use mode='process' or mode='thread'"
+        )
     raise ValueError(f"no backend for mode {mode!r}")
 
 
