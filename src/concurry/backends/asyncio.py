@@ -82,6 +82,10 @@ class AsyncioBackend(Backend):
             return
         if threading.current_thread() is self._thread:
             wait = False  # stop() called from inside the worker: just start the shutdown
+        if cancel_futures:
+            # Now, from the caller: the loop may be blocked by a plain ``def`` call, and the
+            # wake-up already scheduled would otherwise start the queued calls before _shutdown.
+            self._cancel_inbox()
         try:
             self._loop.call_soon_threadsafe(
                 lambda: self._loop.create_task(self._shutdown(timeout, cancel_futures))
