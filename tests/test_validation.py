@@ -1,0 +1,193 @@
+"""Validation (SPEC §2.5): pydantic / morphic.Typed workers, validated methods."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+from morphic import Typed, validate
+from pydantic import BaseModel, Field, ValidationError, validate_call
+
+from concurry import worker
+from conftest import concurry_threads
+
+# ---- model workers (module level so process mode can import them) ----
+
+
+class Scorer(BaseModel):
+    name: str
+    score: float
+    tags: list[str] = []
+
+    def describe(self) -> str:
+        return f"{self.name}:{self.score}"
+
+    def score_type(self) -> str:
+        return type(self.score).__name__
+
+
+class Hooked(BaseModel):
+    """A pydantic model whose post-init hook records where it ran."""
+
+    label: str
+
+    def model_post_init(self, context, /) -> None:
+        self.__dict__["where"] = (os.getpid(), threading.get_ident())
+
+    def hook_ran_at(self) -> tuple[int, int]:
+        return self.__dict__["where"]
+
+
+class RobustWorker(Typed):
+    api_key: str = Field(min_length=10)
+    retries: int = Field(default=3, ge=0)
+
+    def post_initialize(self) -> None:
+        HOOK_CALLS.append((os.getpid(), threading.get_ident()))
+
+    def get_retries(self) -> int:
+        return self.retries
+
+    def key(self) -> str:
+        return self.api_key
+
+    def hook_threads(self) -> list:
+        return list(HOOK_CALLS)
+
+
+HOOK_CALLS: list = []
+
+
+class MorphicCalc:
+    @validate
+    def calculate(self, x: int, y: int) -> int:
+        return x + y
+
+
+class PydanticCalc:
+    @validate_call
+    def calculate(self, x: int, y: int) -> int:
+        return x + y
+
+
+# ---- pydantic.BaseModel workers ----
+
+def test_pydantic_worker_fields_are_validated_and_coerced(mode):
+    w = worker(Scorer).options(mode=mode).init(name="AI", score="0.99")
+    try:
+        assert w.describe().result(timeout=10) == "AI:0.99"
+        assert w.score_type().result(timeout=10) == "float"
+    finally:
+        w.stop()
+
+
+def test_pydantic_worker_invalid_input_raises_validation_error_before_start(mode):
+    before = set(concurry_threads())
+    with pytest.raises(ValidationError, match="score"):
+        worker(Scorer).options(mode=mode).init(name="AI", score="not a number")
+    with pytest.raises(ValidationError, match="name"):
+        worker(Scorer).options(mode=mode).init(score=1.0)
+    assert set(concurry_threads()) <= before
+
+
+def test_pydantic_worker_rejects_positional_arguments():
+    with pytest.raises(TypeError, match="pass its fields as keyword arguments"):
+        worker(Scorer).options(mode="thread").init("AI", 0.5)
+
+
+def test_pydantic_seed_example_shape():
+    @worker(mode="thread")
+    class PydanticWorker(BaseModel):
+        name: str
+        score: float
+
+        def show(self) -> str:
+            return f"{self.name}={self.score}"
+
+    w = PydanticWorker.init(name="AI", score=0.99)
+    try:
+        assert w.show().result(timeout=10) == "AI=0.99"
+    finally:
+        w.stop()
+
+
+def test_pydantic_post_init_runs_where_the_instance_lives(mode):
+    w = worker(Hooked).options(mode=mode).init(label="x")
+    try:
+        pid, tid = w.hook_ran_at().result(timeout=10)
+        if mode == "sync":
+            assert (pid, tid) == (os.getpid(), threading.get_ident())
+        elif mode == "process":
+            assert pid != os.getpid()
+        else:
+            assert pid == os.getpid() and tid != threading.get_ident()
+    finally:
+        w.stop()
+
+
+# ---- morphic.Typed workers ----
+
+def test_typed_worker_validated_in_caller_before_worker_starts(mode):
+    HOOK_CALLS.clear()
+    before = set(concurry_threads())
+    with pytest.raises(ValueError, match="api_key"):  # pydantic ValidationError is a ValueError
+        worker(RobustWorker).options(mode=mode).init(api_key="short")
+    with pytest.raises(ValueError, match="retries"):
+        worker(RobustWorker).options(mode=mode).init(api_key="secret_key_123", retries=-1)
+    assert HOOK_CALLS == []  # the hook never ran for rejected input
+    assert set(concurry_threads()) <= before
+
+
+def test_typed_worker_coerces_and_runs_post_initialize_where_it_lives(mode):
+    HOOK_CALLS.clear()
+    w = worker(RobustWorker).options(mode=mode).init(api_key="secret_key_123", retries="5")
+    try:
+        assert w.get_retries().result(timeout=10) == 5
+        assert w.key().result(timeout=10) == "secret_key_123"
+        hooks = w.hook_threads().result(timeout=10)
+        assert len(hooks) == 1  # post_initialize ran once, not in the caller's validation too
+        pid, tid = hooks[0]
+        if mode == "sync":
+            assert (pid, tid) == (os.getpid(), threading.get_ident())
+        elif mode == "process":
+            assert pid != os.getpid()
+        else:
+            assert pid == os.getpid() and tid != threading.get_ident()
+        if mode != "process":
+            assert len(HOOK_CALLS) == 1
+    finally:
+        w.stop()
+
+
+def test_typed_worker_defaults_apply(mode):
+    w = worker(RobustWorker).options(mode=mode).init(api_key="secret_key_123")
+    try:
+        assert w.get_retries().result(timeout=10) == 3
+    finally:
+        w.stop()
+
+
+# ---- validated methods ----
+
+@pytest.mark.parametrize("cls", [MorphicCalc, PydanticCalc], ids=["morphic.validate", "validate_call"])
+def test_validated_methods_coerce_arguments(mode, cls):
+    w = worker(cls).options(mode=mode).init()
+    try:
+        assert w.calculate("5", "10").result(timeout=10) == 15
+        assert w.calculate(x="1", y=2).result(timeout=10) == 3
+    finally:
+        w.stop()
+
+
+@pytest.mark.parametrize("cls", [MorphicCalc, PydanticCalc], ids=["morphic.validate", "validate_call"])
+def test_validated_methods_reject_bad_arguments_through_the_future(mode, cls):
+    w = worker(cls).options(mode=mode).init()
+    try:
+        future = w.calculate("five", "10")
+        with pytest.raises(ValueError) as info:
+            future.result(timeout=10)
+        assert "valid integer" in str(info.value) and "five" in str(info.value)
+        assert w.calculate(1, 1).result(timeout=10) == 2  # still usable
+    finally:
+        w.stop()
