@@ -18,6 +18,8 @@ from .constants import (
 )
 from .errors import RetryValidationError, WorkerCrashedError, WorkerStoppedError
 from .futures import AsyncioFuture, BaseFuture, ConcurrentFuture, SyncFuture, wrap_future
+from .progress import ProgressBar
+from .synch import async_gather, async_wait, gather, wait
 from .task import Executor, TaskWorker, task
 from .worker import Worker, worker
 
@@ -34,6 +36,7 @@ __all__ = [
     "Executor",
     "LoadBalancingAlgorithm",
     "PollingAlgorithm",
+    "ProgressBar",
     "RateLimitAlgorithm",
     "RetryAlgorithm",
     "RetryValidationError",
@@ -43,9 +46,13 @@ __all__ = [
     "Worker",
     "WorkerCrashedError",
     "WorkerStoppedError",
+    "async_gather",
+    "async_wait",
+    "gather",
     "global_config",
     "task",
     "temp_config",
+    "wait",
     "worker",
     "wrap_future",
 ]
