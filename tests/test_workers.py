@@ -469,10 +469,9 @@ def test_no_thread_left_after_stop(mode):
     assert wait_until(lambda: set(concurry_threads()) <= before), concurry_threads()
 
 
-def test_dedicated_thread_named_after_worker(concurrent_mode):
-    if concurrent_mode == "process":
-        pytest.xfail("process workers have no thread running the instance in this process")
-    w = CounterWorker.options(mode=concurrent_mode).init()
+@pytest.mark.parametrize("m", ["thread", "asyncio"])
+def test_dedicated_thread_named_after_worker(m):
+    w = CounterWorker.options(mode=m).init()
     try:
         name = w._backend.name
         assert any(name in t.name and t.name.startswith("concurry") for t in threading.enumerate())
@@ -507,17 +506,16 @@ def test_worker_own_stop_runs_when_handle_stops(mode):
         assert OwnStop.stopped_flags == ["stopped"]
 
 
-def test_stop_from_inside_the_worker_does_not_deadlock(concurrent_mode):
+@pytest.mark.parametrize("m", ["sync", "thread", "asyncio"])  # a process worker can't reach the handle
+def test_stop_from_inside_the_worker_does_not_deadlock(m):
     holder: dict = {}
 
-    @worker(mode=concurrent_mode)
+    @worker(mode=m)
     class SelfStopper:
         def stop_me(self) -> str:
             holder["handle"].stop()
             return "asked"
 
-    if concurrent_mode == "process":
-        pytest.xfail("a process worker cannot reach its caller's handle")
     w = SelfStopper.init()
     holder["handle"] = w
     assert w.stop_me().result(timeout=10) == "asked"
