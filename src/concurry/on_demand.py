@@ -1,0 +1,245 @@
+"""On-demand pools: a fresh worker for each call, stopped when the call finishes (SPEC §4).
+
+No worker exists before the first call. A call either starts a *runner* thread at once (if
+fewer than ``max_workers`` runners exist) or waits in the pool's deque; a runner creates a
+worker, runs one call on it, stops it (waiting until its thread or process is gone), then takes
+the next waiting call. So at most ``max_workers`` workers are ever alive, and the caller never
+waits: every call gets its future immediately.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures as cf
+import itertools
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .backends import backend_class
+from .constants import ExecutionMode
+from .errors import WorkerStoppedError
+from .futures import BaseFuture, ConcurrentFuture, force_cancel, set_outcome
+from .options import WorkerOptions
+from .pool import pool_name, remaining
+from .proxy import WorkerHandle
+
+# After a stop's deadline, runners get this long to release the workers they still hold.
+_RELEASE_GRACE = 5.0
+
+
+def on_demand_limit(options: WorkerOptions) -> int | None:
+    """``max_workers`` for an on-demand pool: 0 means ``cpu_count() - 1`` (at least 1) for local
+    modes and no cap (``None``) for ray."""
+    if options.max_workers > 0:
+        return options.max_workers
+    if options.mode is ExecutionMode.RAY:
+        return None
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+class OnDemandCore:
+    """The state of an on-demand pool (kept apart from the handle so the handle can be
+    garbage-collected while calls finish)."""
+
+    def __init__(self, cls: type, args: tuple, kwargs: dict, options: WorkerOptions):
+        self.cls, self.args, self.kwargs, self.options = cls, args, kwargs, options
+        self.name = pool_name(cls)
+        self.limit = on_demand_limit(options)
+        self.closed = False
+        self._cond = threading.Condition(threading.Lock())
+        self._waiting: collections.deque = collections.deque()
+        self._running: set[cf.Future] = set()  # calls a runner has taken (worker starting or running)
+        self._runners = 0
+        self._total = 0
+        self._created = itertools.count(1)
+        self._workers_created = 0
+        self._finished = threading.Event()
+
+    def stopped_error(self) -> WorkerStoppedError:
+        return WorkerStoppedError(f"pool {self.name} is stopped; create a new one with .init()")
+
+    # ---- calls ----
+
+    def caller(self, name: str) -> Callable[..., BaseFuture]:
+        def call(*args: Any, **kwargs: Any) -> BaseFuture:
+            return self.submit(name, args, kwargs)
+
+        return call
+
+    def submit(self, name: str, args: tuple, kwargs: dict) -> BaseFuture:
+        future = ConcurrentFuture()
+        item = (future, name, args, kwargs)
+        with self._cond:
+            if self.closed:
+                raise self.stopped_error()
+            self._total += 1
+            spawn = self.limit is None or self._runners < self.limit
+            if spawn:
+                self._runners += 1
+            else:
+                self._waiting.append(item)
+        if spawn:
+            try:
+                threading.Thread(
+                    target=self._run, args=(item,), daemon=True, name=f"concurry-ondemand-{self.name}"
+                ).start()
+            except BaseException as exc:
+                self._runner_exited()
+                set_outcome(future, None, exc)
+        return future
+
+    def _runner_exited(self) -> None:
+        with self._cond:
+            self._runners -= 1
+            self._cond.notify_all()
+
+    def _run(self, item: tuple | None) -> None:
+        """A runner: one call per fresh worker, until no call waits."""
+        while item is not None:
+            try:
+                self._run_one(*item)
+            except BaseException as exc:  # never strand a caller
+                set_outcome(item[0], None, exc)
+            with self._cond:
+                if self._waiting:
+                    item = self._waiting.popleft()
+                else:
+                    item = None
+                    self._runners -= 1
+                    self._cond.notify_all()
+
+    def _run_one(self, future: ConcurrentFuture, name: str, args: tuple, kwargs: dict) -> None:
+        with self._cond:
+            if future.done():  # cancelled while it waited
+                return
+            self._running.add(future)
+            self._workers_created += 1
+        backend = backend_class(self.options.mode)(
+            self.cls, self.args, self.kwargs, self.options, f"{self.name}.{next(self._created)}"
+        )
+        try:
+            try:
+                backend.start()
+            except BaseException as exc:  # the class's __init__ failed: this call fails with it
+                set_outcome(future, None, exc)
+                return
+            if not future.done():
+                try:
+                    backend.submit(name, args, kwargs, future)
+                except BaseException as exc:
+                    set_outcome(future, None, exc)
+            cf.wait([future])
+        finally:
+            # The call is over (or was cancelled at the stop deadline): release the worker and
+            # wait until its thread or process is gone, so at most ``limit`` ever exist.
+            timeout = 0.0 if future.cancelled() else self.options.stop_timeout
+            try:
+                backend.stop(timeout, True, True)
+            except Exception:
+                pass
+            with self._cond:
+                self._running.discard(future)
+
+    # ---- stop ----
+
+    def stop(self, timeout: float | None, cancel_futures: bool, wait: bool) -> None:
+        with self._cond:
+            first = not self.closed
+            self.closed = True
+        if not first:
+            if wait:
+                self._finished.wait(timeout)
+            return
+        if wait:
+            self._shutdown(timeout, cancel_futures)
+            return
+        try:
+            threading.Thread(
+                target=self._shutdown, args=(timeout, cancel_futures), daemon=True,
+                name=f"concurry-pool-stop-{self.name}",
+            ).start()
+        except RuntimeError:  # interpreter shutting down
+            self._shutdown(0.0, True)
+
+    def _shutdown(self, timeout: float | None, cancel_futures: bool) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if cancel_futures:
+            with self._cond:
+                items = list(self._waiting)
+                self._waiting.clear()
+            for future, *_ in items:
+                future.cancel()
+        with self._cond:
+            self._cond.wait_for(lambda: self._runners == 0, remaining(deadline))
+            leftovers = [item[0] for item in self._waiting] + list(self._running)
+            self._waiting.clear()
+        for future in leftovers:  # the deadline passed: cancel, never leave pending
+            force_cancel(future)
+        with self._cond:
+            self._cond.wait_for(lambda: self._runners == 0, _RELEASE_GRACE)
+        self._finished.set()
+
+    # ---- statistics ----
+
+    def stats(self) -> dict[str, Any]:
+        with self._cond:
+            running, waiting = len(self._running), len(self._waiting)
+            return {
+                "pool": self.name,
+                "mode": self.options.mode.value,
+                "load_balancing": self.options.load_balancing.value,
+                "max_queued_tasks": None,
+                "on_demand": True,
+                "max_workers": self.limit,
+                "stopped": self.closed,
+                "alive_workers": running,
+                "waiting": waiting,
+                "unfinished": running + waiting,
+                "total": self._total,
+                "workers_created": self._workers_created,
+            }
+
+
+class OnDemandPool(WorkerHandle):
+    """A pool that creates a worker per call (``on_demand=True``); same methods as the class.
+
+    Besides the user's methods: ``stop()``, the context manager, and ``pool_stats()``.
+    """
+
+    def __init__(self, cls: type, args: tuple, kwargs: dict, options: WorkerOptions):
+        self._core = OnDemandCore(cls, args, kwargs, options)
+        self._options = options
+        self._callers: dict[str, Callable[..., BaseFuture]] = {}
+        self._cls = cls
+
+    def _caller(self, name: str) -> Callable[..., BaseFuture]:
+        try:
+            return self._callers[name]
+        except KeyError:
+            caller = self._callers[name] = self._core.caller(name)
+            return caller
+
+    def _stop(self, timeout: float | None, cancel_futures: bool, wait: bool) -> None:
+        core = self.__dict__.get("_core")
+        if core is not None:
+            core.stop(timeout, cancel_futures, wait)
+
+    def pool_stats(self) -> dict[str, Any]:
+        """A snapshot for debugging: workers alive now, calls waiting for one, calls in total,
+        workers created so far, and the cap (``max_workers``)."""
+        return self._core.stats()
+
+    @property
+    def mode(self) -> str:
+        return self._options.mode.value
+
+    def __repr__(self) -> str:
+        core = self.__dict__.get("_core")
+        if core is None:
+            return "<on-demand pool (not started)>"
+        state = "stopped" if core.closed else "running"
+        mode = self._options.mode.value
+        return f"<{mode} on-demand pool {core.name}, up to {core.limit} workers ({state})>"
