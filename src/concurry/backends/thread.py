@@ -86,6 +86,11 @@ class ThreadBackend(Backend):
                 force_cancel(current)
             self._queue.put(_SHUTDOWN)
 
+    @property
+    def unfinished(self) -> int:
+        """Calls submitted and not yet finished (queued or running); read by pool statistics."""
+        return self._queue.qsize() + (self._current is not None)
+
     def _cancel_queued(self) -> None:
         while True:
             try:
