@@ -135,6 +135,9 @@ class AsyncioFuture(BaseFuture):
 
     def _blocking_wait(self, timeout: float | None) -> cf.Future:
         if self._future.done():
+            if self._future.cancelled():
+                # asyncio.CancelledError is not concurrent.futures.CancelledError (SPEC §6)
+                raise CancelledError()
             return self._future  # type: ignore[return-value]
         if self._in_loop_thread():
             raise RuntimeError("cannot block on an asyncio future from its own event loop; use 'await'")
