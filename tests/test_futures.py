@@ -187,9 +187,8 @@ def test_concurrent_futures_wait_and_as_completed(mode):
         futures = [w.value(i) for i in range(20)]
         done, not_done = cf.wait(futures, timeout=10)
         assert len(done) == 20 and not not_done
-        assert sorted(f.result() for f in cf.as_completed([w.value(i) for i in range(20)], timeout=10)) == list(
-            range(20)
-        )
+        more = [w.value(i) for i in range(20)]
+        assert sorted(f.result() for f in cf.as_completed(more, timeout=10)) == list(range(20))
         failing = [w.value(1), w.fail(), w.value(2)]
         done, _ = cf.wait(failing, timeout=10, return_when=cf.FIRST_EXCEPTION)
         assert any(f.exception() is not None for f in done)
