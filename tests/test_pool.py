@@ -1,0 +1,500 @@
+"""Worker pools (SPEC §4): dispatch, balancing, backpressure, on-demand, crashes, stop, stats."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import gc
+import os
+import threading
+import time
+
+import pytest
+
+from concurry import (
+    Executor,
+    TaskWorker,
+    WorkerCrashedError,
+    WorkerStoppedError,
+    task,
+    temp_config,
+    worker,
+)
+from concurry.backends import backend_class
+from concurry.constants import ExecutionMode
+from conftest import child_pids, concurry_threads, wait_until
+
+
+@worker(mode="thread")
+class Counter:
+    """A stateful worker; ``who()`` names the worker (process id, thread id) a call ran on."""
+
+    def __init__(self, start: int = 0):
+        self.count = start
+
+    def add(self, n: int) -> int:
+        self.count += n
+        return self.count
+
+    def square(self, x: int) -> int:
+        return x * x
+
+    def who(self) -> tuple[int, int]:
+        return os.getpid(), threading.get_ident()
+
+    def nap(self, seconds: float) -> tuple[int, int]:
+        time.sleep(seconds)
+        return self.who()
+
+    def wait_for_file(self, path: str, seconds: float = 0.0) -> tuple[int, int]:
+        """Block until ``path`` exists (a gate that works across processes), then nap."""
+        deadline = time.monotonic() + 30
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.002)
+        time.sleep(seconds)
+        return self.who()
+
+    def wait_event(self, event: threading.Event, timeout: float = 10.0) -> tuple[int, int]:
+        event.wait(timeout)
+        return self.who()
+
+    def fail(self, message: str) -> None:
+        raise ValueError(message)
+
+    def die_if(self, x: int, bad: int) -> int:
+        if x == bad:
+            os._exit(1)
+        time.sleep(0.002)
+        return x
+
+
+class BrokenInit:
+    def __init__(self):
+        raise KeyError("broken on purpose")
+
+    def ping(self) -> int:
+        return 1
+
+
+def where() -> tuple[int, int]:
+    return os.getpid(), threading.get_ident()
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def thread_count() -> int:
+    return len(concurry_threads())
+
+
+# ---- basics ----
+
+
+def test_pool_has_the_worker_methods_and_spreads_calls(pool_mode):
+    with Counter.options(mode=pool_mode, max_workers=3).init() as pool:
+        assert pool.mode == pool_mode
+        futures = [pool.square(i) for i in range(30)]
+        assert [f.result(timeout=30) for f in futures] == [i * i for i in range(30)]
+        workers = {pool.who().result(timeout=30) for _ in range(9)}
+        assert len(workers) == 3
+        with pytest.raises(AttributeError, match="missing"):
+            pool.missing()
+        with pytest.raises(AttributeError):
+            pool._private()
+        with pytest.raises(ValueError, match="boom"):
+            pool.fail("boom").result(timeout=30)
+
+
+def test_process_pool_workers_are_separate_processes():
+    before = child_pids()
+    with Counter.options(mode="process", max_workers=3).init() as pool:
+        assert len(child_pids() - before) == 3  # all ready when init() returns
+        pids = {pool.who().result(timeout=30)[0] for _ in range(6)}
+        assert len(pids) == 3 and os.getpid() not in pids
+    assert wait_until(lambda: not (child_pids() - before))
+
+
+def test_each_worker_keeps_its_own_state():
+    with Counter.options(mode="thread", max_workers=2).init(start=100) as pool:
+        results = [pool.add(1).result(timeout=10) for _ in range(6)]
+    # round robin: the two instances count 101, 102, 103 in turn
+    assert results == [101, 101, 102, 102, 103, 103]
+
+
+def test_init_returns_pool_only_for_max_workers_above_one():
+    single = Counter.options(mode="thread", max_workers=1).init()
+    pool = Counter.options(mode="thread", max_workers=2).init()
+    try:
+        assert not hasattr(single, "pool_stats")
+        assert len(pool.pool_stats()["workers"]) == 2
+    finally:
+        single.stop()
+        pool.stop()
+
+
+def test_blocking_pool_returns_results():
+    with Counter.options(mode="thread", max_workers=2, blocking=True).init() as pool:
+        assert pool.square(7) == 49
+        with pytest.raises(ValueError, match="nope"):
+            pool.fail("nope")
+
+
+@pytest.mark.parametrize("mode", ["sync", "asyncio"])
+def test_single_thread_modes_reject_pools(mode):
+    with pytest.raises(ValueError, match="max_workers"):
+        Counter.options(mode=mode, max_workers=2)
+    with pytest.raises(ValueError, match="on_demand"):
+        Counter.options(mode=mode, on_demand=True)
+    with pytest.raises(ValueError, match="max_workers"):
+        worker(mode=mode, max_workers=4)(type("W", (), {}))
+
+
+def test_init_error_is_raised_and_no_worker_is_left(pool_mode):
+    threads, children = thread_count(), child_pids()
+    with pytest.raises(KeyError, match="broken on purpose"):
+        worker(BrokenInit).options(mode=pool_mode, max_workers=3).init()
+    assert wait_until(lambda: thread_count() <= threads)
+    assert wait_until(lambda: not (child_pids() - children))
+
+
+# ---- load balancing ----
+
+
+@pytest.mark.parametrize(
+    "given, expected",
+    [("rr", "round_robin"), ("least_active", "active"), ("least_total", "total"), ("rand", "random"),
+     ("ROUND_ROBIN", "round_robin")],
+)
+def test_balancing_aliases(given, expected):
+    with Counter.options(mode="thread", max_workers=2, load_balancing=given).init() as pool:
+        assert pool.pool_stats()["load_balancing"] == expected
+        assert pool.square(3).result(timeout=10) == 9
+
+
+def test_unknown_balancing_is_rejected_with_choices():
+    with pytest.raises(ValueError, match="round_robin"):
+        Counter.options(max_workers=2, load_balancing="fastest")
+
+
+def test_round_robin_goes_in_turn():
+    with Counter.options(mode="thread", max_workers=3).init() as pool:
+        order = [pool.who().result(timeout=10) for _ in range(9)]
+    assert order[:3] * 3 == order and len(set(order[:3])) == 3
+
+
+@pytest.mark.parametrize("algorithm, avoids_busy_worker", [("active", True), ("round_robin", False)])
+def test_active_avoids_the_busy_worker_round_robin_does_not(algorithm, avoids_busy_worker):
+    """One long call occupies worker A. ``active`` sends every next call elsewhere (they all
+    finish while A is still busy); ``round_robin`` queues some of them behind A's long call."""
+    release = threading.Event()
+    with Counter.options(mode="thread", max_workers=3, load_balancing=algorithm).init() as pool:
+        long_call = pool.wait_event(release)
+        answered, stuck = [], []
+        for _ in range(6):
+            f = pool.who()
+            try:
+                answered.append(f.result(timeout=0.5))
+            except cf.TimeoutError:
+                stuck.append(f)
+        release.set()
+        busy_worker = long_call.result(timeout=10)
+        for f in stuck:
+            answered.append(f.result(timeout=10))
+    if avoids_busy_worker:
+        assert not stuck and busy_worker not in answered
+    else:
+        assert stuck and busy_worker in answered
+
+
+def test_total_balances_calls_assigned():
+    with Counter.options(mode="thread", max_workers=3, load_balancing="total").init() as pool:
+        futures = [pool.nap(0.002 * (i % 4)) for i in range(30)]
+        for f in futures:
+            f.result(timeout=10)
+        totals = [w["total"] for w in pool.pool_stats()["workers"]]
+    assert totals == [10, 10, 10]
+
+
+def test_random_uses_every_worker_and_not_in_turn():
+    with Counter.options(mode="thread", max_workers=4, load_balancing="random").init() as pool:
+        order = [pool.who().result(timeout=10) for _ in range(200)]
+    assert len(set(order)) == 4
+    assert order != order[:4] * 50
+
+
+# ---- backpressure: the library's own queue ----
+
+
+@pytest.mark.timeout(120)
+def test_submission_never_blocks_and_backend_holds_at_most_max_queued(pool_mode, tmp_path, monkeypatch):
+    """1,000 slow calls on 4 workers with ``max_queued_tasks=2``: every future is returned
+    while the workers are still held at a gate (a blocking submit would deadlock here); no
+    backend ever holds more than 2 unfinished calls; all 1,000 complete."""
+    backend_cls = backend_class(ExecutionMode.parse(pool_mode))
+    original_submit = backend_cls.submit
+    lock = threading.Lock()
+    held: dict[int, int] = {}
+    most: dict[int, int] = {}
+
+    def spy_submit(self, name, args, kwargs, future=None):
+        key = id(self)
+        with lock:
+            held[key] = held.get(key, 0) + 1
+            most[key] = max(most.get(key, 0), held[key])
+        result = original_submit(self, name, args, kwargs, future)
+
+        def release(_):
+            with lock:
+                held[key] -= 1
+
+        result.add_done_callback(release)
+        return result
+
+    monkeypatch.setattr(backend_cls, "submit", spy_submit)
+    gate = str(tmp_path / "gate")
+    with Counter.options(mode=pool_mode, max_workers=4, max_queued_tasks=2).init() as pool:
+        futures = [pool.wait_for_file(gate, 0.001) for _ in range(1000)]
+        stats = pool.pool_stats()
+        assert sum(f.done() for f in futures) == 0
+        assert stats["unfinished"] == 1000
+        for w in stats["workers"]:
+            assert w["in_backend"] <= 2
+            assert w["in_backend"] + w["waiting"] == w["unfinished"] == 250
+        open(gate, "w").close()
+        _, not_done = cf.wait(futures, timeout=100)
+        assert not not_done
+        assert all(f.exception() is None for f in futures)
+    assert len(most) == 4 and max(most.values()) == 2
+
+
+def test_cancelling_a_waiting_call_skips_it():
+    release = threading.Event()
+    with Counter.options(mode="thread", max_workers=2, max_queued_tasks=1).init() as pool:
+        blockers = [pool.wait_event(release) for _ in range(2)]
+        waiting = [pool.add(1) for _ in range(4)]
+        assert waiting[0].cancel()
+        release.set()
+        for f in blockers + waiting[1:]:
+            f.result(timeout=10)
+        assert waiting[0].cancelled()
+        # worker 0 got blockers[0], waiting[0] (cancelled) and waiting[2]: its count is 1
+        assert waiting[2].result() == 1 and waiting[1].result() == 1 and waiting[3].result() == 2
+
+
+def test_default_max_queued_tasks_per_mode():
+    with Counter.options(mode="thread", max_workers=2).init() as pool:
+        assert pool.pool_stats()["max_queued_tasks"] is None
+    with temp_config(thread_max_queued_tasks=5), Counter.options(mode="thread", max_workers=2).init() as pool:
+        assert pool.pool_stats()["max_queued_tasks"] == 5
+
+
+def test_process_pool_default_max_queued_tasks_is_100():
+    with Counter.options(mode="process", max_workers=2).init() as pool:
+        assert pool.pool_stats()["max_queued_tasks"] == 100
+
+
+# ---- statistics ----
+
+
+def test_pool_stats_per_worker_counts():
+    release = threading.Event()
+    with Counter.options(mode="thread", max_workers=2, load_balancing="active").init() as pool:
+        busy = pool.wait_event(release)
+        stats = pool.pool_stats()
+        assert stats["load_balancing"] == "active" and stats["mode"] == "thread"
+        assert sorted(w["unfinished"] for w in stats["workers"]) == [0, 1]
+        release.set()
+        busy.result(timeout=10)
+        for f in [pool.square(i) for i in range(10)]:
+            f.result(timeout=10)
+        # counters drop in the futures' done callbacks, just after the results are visible
+        assert wait_until(lambda: pool.pool_stats()["unfinished"] == 0)
+    stats = pool.pool_stats()
+    assert stats["total"] == 11 and stats["stopped"]
+    assert [w["state"] for w in stats["workers"]] == ["stopped", "stopped"]
+    assert all({"worker", "unfinished", "in_backend", "waiting", "total", "restarts"} <= set(w)
+               for w in stats["workers"])
+
+
+# ---- stop ----
+
+
+def test_stop_lets_waiting_calls_finish(pool_mode):
+    pool = Counter.options(mode=pool_mode, max_workers=2, max_queued_tasks=1).init()
+    futures = [pool.nap(0.01) for _ in range(12)]
+    assert pool.pool_stats()["workers"][0]["waiting"] > 0
+    pool.stop()
+    assert all(f.done() and not f.cancelled() and f.exception() is None for f in futures)
+
+
+def test_stop_cancel_futures_cancels_waiting_calls():
+    release = threading.Event()
+    pool = Counter.options(mode="thread", max_workers=2, max_queued_tasks=1).init()
+    running = [pool.wait_event(release) for _ in range(2)]
+    waiting = [pool.square(i) for i in range(10)]
+    assert wait_until(lambda: all(f.running() for f in running))  # started: not cancellable
+    threading.Timer(0.2, release.set).start()
+    pool.stop(cancel_futures=True)
+    assert all(f.result() for f in running)
+    assert all(f.cancelled() for f in waiting)
+
+
+def test_stop_timeout_cancels_what_is_left_and_returns():
+    release = threading.Event()
+    pool = Counter.options(mode="thread", max_workers=2, max_queued_tasks=1).init()
+    running = [pool.wait_event(release, 5.0) for _ in range(2)]
+    waiting = [pool.square(i) for i in range(10)]
+    pool.stop(timeout=0.2)
+    assert all(f.done() for f in running + waiting)  # never pending
+    assert all(f.cancelled() for f in waiting)
+    release.set()
+
+
+def test_call_after_stop_raises_naming_the_pool(pool_mode):
+    pool = Counter.options(mode=pool_mode, max_workers=2).init()
+    pool.stop()
+    pool.stop()  # idempotent
+    with pytest.raises(WorkerStoppedError, match="Counter") as info:
+        pool.square(2)
+    assert isinstance(info.value, RuntimeError)
+    assert "stopped" in repr(pool)
+
+
+def test_context_manager_stops_and_releases_everything(pool_mode):
+    threads, children = thread_count(), child_pids()
+    with Counter.options(mode=pool_mode, max_workers=3).init() as pool:
+        pool.square(3).result(timeout=30)
+    with pytest.raises(WorkerStoppedError):
+        pool.square(3)
+    assert wait_until(lambda: thread_count() <= threads)
+    assert wait_until(lambda: not (child_pids() - children))
+
+
+def test_garbage_collected_pool_releases_its_workers():
+    threads = thread_count()
+    assert Counter.options(mode="thread", max_workers=3).init().square(4).result(timeout=10) == 16
+    gc.collect()
+    assert wait_until(lambda: thread_count() <= threads)
+
+
+# ---- on demand ----
+
+
+def test_on_demand_creates_a_worker_per_call_and_stops_it(pool_mode):
+    children = child_pids()
+    threads = thread_count()
+    with Counter.options(mode=pool_mode, on_demand=True, max_workers=2).init() as pool:
+        assert thread_count() == threads and child_pids() == children  # nothing before a call
+        assert pool.pool_stats()["load_balancing"] == "random"
+        results = [pool.add(1).result(timeout=30) for _ in range(4)]
+        assert results == [1, 1, 1, 1]  # a fresh instance each time
+        if pool_mode == "process":
+            pids = [pool.who().result(timeout=30)[0] for _ in range(3)]
+            assert len(set(pids)) == 3
+        assert wait_until(lambda: pool.pool_stats()["alive_workers"] == 0)
+        assert pool.pool_stats()["workers_created"] == 4 + (3 if pool_mode == "process" else 0)
+    assert wait_until(lambda: not (child_pids() - children))
+    assert wait_until(lambda: thread_count() <= threads)
+
+
+@pytest.mark.timeout(90)
+def test_on_demand_never_more_than_max_workers_alive(pool_mode, tmp_path):
+    children = child_pids()
+    gate = str(tmp_path / "gate")
+    with Counter.options(mode=pool_mode, on_demand=True, max_workers=2).init() as pool:
+        futures = [pool.wait_for_file(gate, 0.05) for _ in range(6)]  # returned at once
+        assert wait_until(lambda: pool.pool_stats()["alive_workers"] == 2)
+        stats = pool.pool_stats()
+        assert stats["waiting"] == 4 and stats["unfinished"] == 6
+        most_children = most_alive = 0
+        open(gate, "w").close()
+        while not all(f.done() for f in futures):
+            most_children = max(most_children, len(child_pids() - children))
+            most_alive = max(most_alive, pool.pool_stats()["alive_workers"])
+            time.sleep(0.005)
+        assert len({f.result() for f in futures}) == 6 or pool_mode == "thread"
+    assert most_alive <= 2 and most_children <= 2
+    if pool_mode == "process":
+        assert most_children >= 1
+
+
+def test_on_demand_max_workers_zero_means_cpu_count_minus_one():
+    with Counter.options(mode="thread", on_demand=True, max_workers=0).init() as pool:
+        assert pool.pool_stats()["max_workers"] == max(1, (os.cpu_count() or 2) - 1)
+        assert pool.square(5).result(timeout=10) == 25
+
+
+def test_on_demand_init_error_fails_the_call():
+    pool = worker(BrokenInit).options(mode="thread", on_demand=True, max_workers=2).init()
+    with pool, pytest.raises(KeyError, match="broken on purpose"):
+        pool.ping().result(timeout=10)
+
+
+def test_on_demand_stop_cancels_waiting_calls_at_timeout():
+    release = threading.Event()
+    pool = Counter.options(mode="thread", on_demand=True, max_workers=1).init()
+    running = pool.wait_event(release, 5.0)
+    waiting = [pool.square(i) for i in range(3)]
+    pool.stop(timeout=0.2)
+    assert running.done() and all(f.cancelled() for f in waiting)
+    with pytest.raises(WorkerStoppedError):
+        pool.square(1)
+    release.set()
+
+
+# ---- crashes ----
+
+
+@pytest.mark.timeout(120)
+def test_dead_process_worker_is_replaced_and_only_its_calls_fail():
+    children = child_pids()
+    with Counter.options(mode="process", max_workers=2, max_queued_tasks=4).init() as pool:
+        futures = [pool.die_if(i, bad=50) for i in range(200)]
+        _, not_done = cf.wait(futures, timeout=100)
+        assert not not_done
+        failed = [i for i, f in enumerate(futures) if f.exception() is not None]
+        assert 50 in failed
+        assert all(isinstance(futures[i].exception(), WorkerCrashedError) for i in failed)
+        assert len(failed) <= 4  # only the calls the dead worker held
+        assert [futures[i].result() for i in range(200) if i not in failed] == [
+            i for i in range(200) if i not in failed
+        ]
+        assert sum(w["restarts"] for w in pool.pool_stats()["workers"]) == 1
+        assert pool.square(6).result(timeout=30) == 36  # keeps serving
+        assert len(child_pids() - children) == 2
+    assert wait_until(lambda: not (child_pids() - children))
+
+
+# ---- TaskWorker, @task, Executor pools ----
+
+
+def test_taskworker_pool_is_an_executor(pool_mode):
+    with TaskWorker.options(mode=pool_mode, max_workers=3).init() as pool:
+        assert isinstance(pool, cf.Executor)
+        assert pool.submit(square, 4).result(timeout=30) == 16
+        assert list(pool.map(square, range(10))) == [i * i for i in range(10)]
+        assert len({pool.submit(where).result(timeout=30) for _ in range(6)}) == 3
+
+
+def test_task_decorator_with_max_workers_runs_on_several_workers():
+    @task(mode="thread", max_workers=3)
+    def tid(_: int) -> int:
+        time.sleep(0.01)
+        return threading.get_ident()
+
+    with tid:
+        assert len(set(tid.map(range(9)))) == 3
+
+
+def test_executor_pool_shutdown():
+    ex = Executor(mode="thread", max_workers=2)
+    futures = [ex.submit(time.sleep, 0.01) for _ in range(6)]
+    ex.shutdown(wait=True)
+    assert all(f.done() for f in futures)
+    with pytest.raises(RuntimeError):
+        ex.submit(square, 1)
+
+
+def test_on_demand_taskworker():
+    with TaskWorker.options(mode="thread", on_demand=True, max_workers=2).init() as pool:
+        assert list(pool.map(square, range(5))) == [0, 1, 4, 9, 16]
