@@ -53,7 +53,11 @@ def _int(name: str, value: Any, minimum: int) -> int:
 def _number(name: str, value: Any, low: float, high: float | None = None) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number, got {value!r}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an int too large for a float
+        bounds = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be a number {bounds}, got an int of {value.bit_length()} bits")
     if value != value or value < low or (high is not None and value > high):
         bounds = f"in [{low}, {high}]" if high is not None else f">= {low}"
         raise ValueError(f"{name} must be a number {bounds}, got {value!r}")
@@ -77,7 +81,9 @@ def _retry_on_item(name: str, item: Any) -> Any:
         return item
     if callable(item) and not isinstance(item, type):
         return item
-    raise TypeError(f"{name} must be an exception class or a callable (exception=..., **ctx) -> bool, got {item!r}")
+    raise TypeError(
+        f"{name} must be an exception class or a callable (exception=..., **ctx) -> bool, got {item!r}"
+    )
 
 
 def _retry_on(name: str, value: Any) -> Any:
@@ -92,7 +98,9 @@ def _retry_until(name: str, value: Any) -> Any:
     items = value if isinstance(value, (list, tuple)) else (value,)
     for item in items:
         if not callable(item):
-            raise TypeError(f"{name} must be a callable (result, **ctx) -> bool or a list of them, got {item!r}")
+            raise TypeError(
+                f"{name} must be a callable (result, **ctx) -> bool or a list of them, got {item!r}"
+            )
     return tuple(items) if isinstance(value, (list, tuple)) else value
 
 

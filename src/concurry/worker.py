@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
-from .options import resolve_options, validate_options
+from .options import _check_single_worker_modes, resolve_options, validate_options
 from .validation import check_init_args
 
 T = TypeVar("T", bound=type)
@@ -31,7 +31,7 @@ class WorkerMeta(type):
 
     def options(cls, **options: Any) -> WorkerBuilder:
         """A builder with these options over the class defaults; the class is left unchanged."""
-        return WorkerBuilder(cls, {**cls.__concurry_options__, **validate_options(options)})
+        return WorkerBuilder(cls, _merge(cls.__concurry_options__, options))
 
     def init(cls, *args: Any, **kwargs: Any) -> Any:
         """Create a worker (or a pool, SPEC §4) with the class defaults; args go to ``__init__``."""
@@ -54,7 +54,7 @@ class WorkerBuilder:
         self._options = options
 
     def options(self, **options: Any) -> WorkerBuilder:
-        return WorkerBuilder(self._cls, {**self._options, **validate_options(options)})
+        return WorkerBuilder(self._cls, _merge(self._options, options))
 
     def init(self, *args: Any, **kwargs: Any) -> Any:
         """Create the worker (or pool). Limits and retry options are validated and stored now;
@@ -71,6 +71,14 @@ class WorkerBuilder:
 
     def __repr__(self) -> str:
         return f"{self._cls.__name__}.options({', '.join(f'{k}={v!r}' for k, v in self._options.items())})"
+
+
+def _merge(base: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` validated and laid over ``base``; the combination is checked too, so
+    ``@worker(mode="sync")`` then ``.options(max_workers=4)`` fails at ``options()`` time."""
+    merged = {**base, **validate_options(options)}
+    _check_single_worker_modes(merged)
+    return merged
 
 
 _METACLASSES: dict[type, type] = {}
@@ -91,7 +99,7 @@ def _make_worker_class(cls: type, options: dict[str, Any]) -> type:
     if isinstance(cls, WorkerMeta):
         # Already a worker class (a Worker subclass, or a subclass of a decorated class):
         # the decorator only sets its defaults, over the ones it inherits.
-        cls.__concurry_options__ = {**cls.__concurry_options__, **options}
+        cls.__concurry_options__ = _merge(cls.__concurry_options__, options)
         return cls
     namespace = {
         "__module__": cls.__module__,
