@@ -176,6 +176,8 @@ class _Slot:
             return "dead"
         if not self.live:
             return "replacing"
+        if getattr(self.backend, "crashed", False):
+            return "crashed"
         return "stopped" if self.backend.stopped else "running"
 
 
@@ -296,11 +298,13 @@ class PoolCore:
                 return place(slot, name, args, kwargs)
             try:
                 future = backend.submit(name, args, kwargs)
-            except (WorkerCrashedError, WorkerStoppedError):
+            except BaseException as exc:
                 with slot.lock:
                     slot.pending -= 1
                     slot.inflight -= 1
                     slot.total -= 1
+                if not isinstance(exc, (WorkerCrashedError, WorkerStoppedError)):
+                    raise
                 if core.closed:
                     raise core.stopped_error() from None
                 core.worker_failed(slot, backend)
@@ -329,10 +333,12 @@ class PoolCore:
                 return place(slot, name, args, kwargs)
             try:
                 return backend.submit(name, args, kwargs)
-            except WorkerStoppedError:
+            except BaseException as exc:
                 with slot.lock:
                     slot.total -= 1
-                raise core.stopped_error() from None
+                if isinstance(exc, WorkerStoppedError):
+                    raise core.stopped_error() from None
+                raise
 
         return call
 
