@@ -48,8 +48,57 @@ class BaseFuture:
         raise NotImplementedError
 
 
+class _LazyCondition:
+    """The part of ``threading.Condition`` a ``Future`` uses, built only when someone waits.
+
+    Most futures of a busy worker are finished before anyone blocks on them, so they only ever
+    take the lock (``with``, ``cf.wait``'s acquire/release); the real ``Condition`` (sharing the
+    same lock) is created under that lock by the first ``wait`` and notified from then on.
+    """
+
+    __slots__ = ("_condition", "_lock")
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._condition: threading.Condition | None = None
+
+    def acquire(self, *args: Any) -> bool:
+        return self._lock.acquire(*args)
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self._lock.__enter__()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._lock.__exit__(*exc_info)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._condition is None:
+            self._condition = threading.Condition(self._lock)
+        return self._condition.wait(timeout)
+
+    def notify(self, n: int = 1) -> None:
+        if self._condition is not None:
+            self._condition.notify(n)
+
+    def notify_all(self) -> None:
+        if self._condition is not None:
+            self._condition.notify_all()
+
+
 class ConcurrentFuture(cf.Future, BaseFuture):
     """A thread-safe future; it *is* a ``concurrent.futures.Future``."""
+
+    def __init__(self) -> None:
+        # cf.Future.__init__, with a condition that costs little until someone waits (hot path)
+        self._condition = _LazyCondition()
+        self._state = PENDING
+        self._result = None
+        self._exception = None
+        self._waiters = []
+        self._done_callbacks = []
 
     def __await__(self) -> Generator[Any, None, Any]:
         return asyncio.wrap_future(self).__await__()
