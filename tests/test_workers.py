@@ -541,3 +541,59 @@ def test_resolved_options_are_frozen(mode):
             w._options.blocking = True
     finally:
         w.stop()
+
+
+def test_stop_with_short_timeout_leaves_no_future_pending(concurrent_mode):
+    w = CounterWorker.options(mode=concurrent_mode).init()
+    futures = [w.sleep(0.01) for _ in range(100)]
+    w.stop(timeout=0.05)
+    assert all(f.done() for f in futures)  # every one resolved or cancelled, none pending
+    finished = [f for f in futures if not f.cancelled()]
+    assert all(f.result() == 0.01 for f in finished)
+    assert any(f.cancelled() for f in futures)
+
+
+def test_concurrent_stops_from_many_threads(mode):
+    w = CounterWorker.options(mode=mode).init()
+    futures = [w.incr() for _ in range(20)]
+    stoppers = [threading.Thread(target=w.stop) for _ in range(4)]
+    for t in stoppers:
+        t.start()
+    for t in stoppers:
+        t.join(20)
+    assert not any(t.is_alive() for t in stoppers)
+    assert [f.result(timeout=5) for f in futures] == list(range(1, 21))
+    with pytest.raises(WorkerStoppedError):
+        w.incr()
+
+
+EXIT_SCRIPT = """
+import time
+from concurry import worker
+
+@worker(mode={mode!r})
+class Busy:
+    def nap(self, seconds):
+        time.sleep(seconds)
+        return seconds
+
+w = Busy.init()
+w.nap(0.0).result()
+busy = Busy.init()
+pending = busy.nap(30)  # still running at exit
+print("exiting")
+"""
+
+
+def test_workers_left_running_do_not_hang_interpreter_exit(mode, tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "exit_script.py"
+    script.write_text(EXIT_SCRIPT.format(mode=mode if mode != "sync" else "thread"))
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=25, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "exiting"
+    assert "Traceback" not in proc.stderr

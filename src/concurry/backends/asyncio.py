@@ -94,14 +94,17 @@ class AsyncioBackend(Backend):
             pass
         if not wait:
             return
-        self._thread.join(None if timeout is None else timeout + 1.0)
+        self._thread.join(timeout)
         if self._thread.is_alive():
-            # A plain ``def`` call is blocking the loop past the deadline.
+            # Past the deadline: a plain ``def`` call may be blocking the loop (so _shutdown
+            # cannot run), or _shutdown is cancelling tasks right now. Either way, whatever has
+            # not finished is cancelled now; then give the loop a moment to wind down.
             self._cancel_inbox()
             for future in list(self._tasks.values()):
                 force_cancel(future)
             if self._current is not None:
                 force_cancel(self._current)
+            self._thread.join(1.0)
 
     def _cancel_inbox(self) -> None:
         while True:
@@ -139,8 +142,12 @@ class AsyncioBackend(Backend):
     def _drain_inbox(self) -> None:
         self._wakeup_pending = False
         inbox = self._inbox
-        while inbox:
-            self._start_call(*inbox.popleft())
+        while True:
+            try:
+                item = inbox.popleft()
+            except IndexError:  # empty (a timed-out stop may empty it from another thread)
+                return
+            self._start_call(*item)
 
     def _start_call(self, future: ConcurrentFuture, name: str, args: tuple, kwargs: dict) -> None:
         try:
