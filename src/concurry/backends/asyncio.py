@@ -43,7 +43,9 @@ class AsyncioBackend(Backend):
 
     # ---- caller side ----
 
-    def submit(self, name: str, args: tuple, kwargs: dict, future: ConcurrentFuture | None = None) -> BaseFuture:
+    def submit(
+        self, name: str, args: tuple, kwargs: dict, future: ConcurrentFuture | None = None
+    ) -> BaseFuture:
         if self._stopped:
             raise self.stopped_error()
         if future is None:
