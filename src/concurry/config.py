@@ -61,7 +61,7 @@ _MODE_DEFAULTS: dict[ExecutionMode, dict[str, Any]] = {
 class GlobalConfig:
     """The library-wide defaults: ``global_config.defaults`` and ``global_config.<mode>``."""
 
-    SECTIONS = ("defaults",) + tuple(m.value for m in ExecutionMode)
+    SECTIONS = ("defaults", *(m.value for m in ExecutionMode))
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
@@ -100,7 +100,7 @@ global_config = GlobalConfig()
 
 
 def _split_key(key: str) -> tuple[str, str]:
-    for section in GlobalConfig.SECTIONS + ("global",):
+    for section in (*GlobalConfig.SECTIONS, "global"):
         prefix = section + "_"
         if key.startswith(prefix) and key[len(prefix):] in _Section.model_fields:
             return ("defaults" if section == "global" else section), key[len(prefix):]

@@ -34,7 +34,8 @@ def check_method(cls: type, name: str, owner: str) -> None:
         methods = sorted(n for n in dir(cls) if not n.startswith("_") and callable(getattr(cls, n, None)))
         what = "is not a method" if attr is not None else "has no method"
         raise AttributeError(
-            f"{owner}: {cls.__name__} {what} {name!r}; its public methods are: {', '.join(methods) or '(none)'}"
+            f"{owner}: {cls.__name__} {what} {name!r}; "
+            f"its public methods are: {', '.join(methods) or '(none)'}"
         )
 
 

@@ -41,7 +41,7 @@ class TaskHandleMixin(cf.Executor):
         ``chunksize`` is accepted for compatibility; every item is its own call.
         """
         submit = self._caller("submit")
-        futures = [submit(fn, *args) for args in zip(*iterables)]
+        futures = [submit(fn, *args) for args in zip(*iterables, strict=False)]  # like Executor.map
         return _results_in_order(futures, timeout, progress)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -90,7 +90,7 @@ class TaskWorker(Worker):
         return fn(*args, **kwargs)
 
 
-def Executor(**options: Any) -> Any:  # noqa: N802 - reads like the class it stands in for
+def Executor(**options: Any) -> Any:
     """A ``TaskWorker`` (or pool) with these options: ``Executor(mode="thread", max_workers=4)``."""
     return TaskWorker.options(**options).init()
 
@@ -127,7 +127,9 @@ class TaskFunction:
     def submit(self, *args: Any, **kwargs: Any) -> Any:
         return self._worker().submit(self.fn, *args, **kwargs)
 
-    def map(self, *iterables: Iterable[Any], timeout: float | None = None, progress: Any = False) -> Iterator[Any]:
+    def map(
+        self, *iterables: Iterable[Any], timeout: float | None = None, progress: Any = False
+    ) -> Iterator[Any]:
         return self._worker().map(self.fn, *iterables, timeout=timeout, progress=progress)
 
     def stop(self, timeout: float | None = None, cancel_futures: bool = False) -> None:

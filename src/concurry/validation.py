@@ -35,7 +35,7 @@ def check_init_args(cls: type, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     return args, kwargs
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _signature(init: Any) -> inspect.Signature:
     return inspect.signature(init)
 
@@ -57,7 +57,7 @@ def _check_model(cls: type, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _validation_twin(cls: type) -> type:
     """A subclass of the model that validates exactly like it but runs no post-init hooks."""
 

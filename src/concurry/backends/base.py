@@ -37,7 +37,9 @@ class Backend(ABC):
         """Create the instance where it will live; raise its ``__init__`` error if any."""
 
     @abstractmethod
-    def submit(self, name: str, args: tuple, kwargs: dict, future: ConcurrentFuture | None = None) -> BaseFuture:
+    def submit(
+        self, name: str, args: tuple, kwargs: dict, future: ConcurrentFuture | None = None
+    ) -> BaseFuture:
         """Hand one call to the worker and return its future (``future`` if one is given)."""
 
     def caller(self, name: str) -> Callable[..., BaseFuture]:

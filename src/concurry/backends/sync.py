@@ -16,7 +16,9 @@ class SyncBackend(Backend):
     def start(self) -> None:
         self.runtime = Runtime(self.cls, self.args, self.kwargs, self.options.unwrap_futures)
 
-    def submit(self, name: str, args: tuple, kwargs: dict, future: ConcurrentFuture | None = None) -> BaseFuture:
+    def submit(
+        self, name: str, args: tuple, kwargs: dict, future: ConcurrentFuture | None = None
+    ) -> BaseFuture:
         if self._stopped:
             raise self.stopped_error()
         # Exception, not BaseException: a Ctrl-C during a sync call belongs to the caller.

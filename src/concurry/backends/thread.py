@@ -41,7 +41,9 @@ class ThreadBackend(Backend):
 
     # ---- caller side ----
 
-    def submit(self, name: str, args: tuple, kwargs: dict, future: ConcurrentFuture | None = None) -> BaseFuture:
+    def submit(
+        self, name: str, args: tuple, kwargs: dict, future: ConcurrentFuture | None = None
+    ) -> BaseFuture:
         if self._stopped:
             raise self.stopped_error()
         if future is None:
