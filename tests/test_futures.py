@@ -376,3 +376,36 @@ def test_sync_future_failed():
         return await SyncFuture(7)
 
     assert asyncio.run(main()) == 7
+
+
+def test_wrap_done_asyncio_future_whose_loop_is_closed():
+    async def make(kind):
+        f = asyncio.get_running_loop().create_future()
+        if kind == "ok":
+            f.set_result(3)
+        elif kind == "error":
+            f.set_exception(LookupError("gone"))
+        else:
+            f.cancel()
+        return f
+
+    done = wrap_future(asyncio.run(make("ok")))  # asyncio.run closed its loop
+    assert done.done() and done.result(timeout=1) == 3
+    seen = []
+    done.add_done_callback(seen.append)  # called at once, not scheduled on the dead loop
+    assert seen == [done]
+
+    async def await_it(f):
+        return await f
+
+    assert asyncio.run(await_it(done)) == 3
+    failed = wrap_future(asyncio.run(make("error")))
+    with pytest.raises(LookupError, match="gone"):
+        asyncio.run(await_it(failed))
+    assert isinstance(failed.exception(timeout=1), LookupError)
+    cancelled = wrap_future(asyncio.run(make("cancel")))
+    assert cancelled.cancelled()
+    with pytest.raises(cf.CancelledError):
+        cancelled.result(timeout=1)
+    with pytest.raises(cf.CancelledError):
+        cancelled.exception(timeout=1)

@@ -166,6 +166,15 @@ class AsyncioFuture(BaseFuture):
     def _as_concurrent(self) -> cf.Future:
         """A thread-safe mirror of the asyncio future (asyncio's own chaining helper)."""
         mirror: cf.Future = cf.Future()
+        source = self._future
+        if source.done():  # copy it here: its loop may be stopped or closed by now
+            if source.cancelled():
+                mirror.cancel()
+            elif source.exception() is not None:
+                mirror.set_exception(source.exception())
+            else:
+                mirror.set_result(source.result())
+            return mirror
 
         def link() -> None:
             asyncio.futures._chain_future(self._future, mirror)
@@ -226,6 +235,9 @@ class AsyncioFuture(BaseFuture):
         def callback(_: asyncio.Future) -> None:
             fn(self)
 
+        if self._future.done() and not self._in_loop_thread():
+            fn(self)  # at once, like concurrent.futures (its loop may be closed by now)
+            return
         if self._in_loop_thread():
             self._future.add_done_callback(callback)
         else:
