@@ -351,7 +351,8 @@ def test_non_method_attribute_is_not_callable_through_handle():
 
     w = WithAttr.init()
     try:
-        with pytest.raises(AttributeError, match="is not a method 'limit'"):
+        not_method = r"WithAttr\.limit is not a method; its public methods are: go"
+        with pytest.raises(AttributeError, match=not_method):
             w.limit  # noqa: B018
         assert w.go().result(timeout=10) == 5
     finally:
@@ -597,3 +598,72 @@ def test_workers_left_running_do_not_hang_interpreter_exit(mode, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "exiting"
     assert "Traceback" not in proc.stderr
+
+
+def test_static_class_methods_dataclasses_abcs_and_slots(mode):
+    import abc
+    import dataclasses
+
+    class Base(abc.ABC):
+        @abc.abstractmethod
+        def f(self) -> str: ...
+
+    @dataclasses.dataclass
+    class Point(Base):
+        x: int
+        y: int = 2
+        factor = 3
+
+        def f(self) -> str:
+            return "impl"
+
+        def total(self) -> int:
+            return self.x + self.y
+
+        @staticmethod
+        def plus_one(v: int) -> int:
+            return v + 1
+
+        @classmethod
+        def times(cls, v: int) -> int:
+            return v * cls.factor
+
+        @property
+        def norm(self) -> int:
+            return abs(self.x)
+
+    P = worker(Point).options(mode=mode)
+    w = P.init(1)
+    try:
+        assert w.total().result(timeout=10) == 3
+        assert w.f().result(timeout=10) == "impl"
+        assert w.plus_one(1).result(timeout=10) == 2
+        assert w.times(2).result(timeout=10) == 6
+        with pytest.raises(AttributeError, match=r"Point\.norm is not a method"):
+            w.norm  # noqa: B018
+    finally:
+        w.stop()
+    with pytest.raises(TypeError, match=r"Point\.init\(\): missing a required argument: 'x'"):
+        P.init()
+
+    class Abstract(Base):
+        pass
+
+    with pytest.raises(TypeError, match="abstract"):
+        worker(Abstract).options(mode=mode).init()
+
+    @worker(mode=mode)
+    class Slotted:
+        __slots__ = ("v",)
+
+        def __init__(self):
+            self.v = 5
+
+        def get(self) -> int:
+            return self.v
+
+    s = Slotted.init()
+    try:
+        assert s.get().result(timeout=10) == 5
+    finally:
+        s.stop()

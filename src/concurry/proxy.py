@@ -32,9 +32,11 @@ def check_method(cls: type, name: str, owner: str) -> None:
     attr = getattr(cls, name, None)
     if attr is None or not callable(attr):
         methods = sorted(n for n in dir(cls) if not n.startswith("_") and callable(getattr(cls, n, None)))
-        what = "is not a method" if attr is not None else "has no method"
+        what = f"{cls.__name__}.{name} is not a method" if attr is not None else (
+            f"{cls.__name__} has no method {name!r}"
+        )
         raise AttributeError(
-            f"{owner}: {cls.__name__} {what} {name!r}; "
+            f"{owner}: {what}; "
             f"its public methods are: {', '.join(methods) or '(none)'}"
         )
 
