@@ -1,0 +1,626 @@
+"""``process`` mode: one child process per worker, one socket pair, one reader thread.
+
+Starting: by default a fresh interpreter runs a tiny bootstrap (``python -u -c ...``) with the
+parent's ``sys.path``; the worker class and its arguments follow over the socket with
+cloudpickle (by value for ``__main__`` classes). The user's script is never re-run, so scripts
+without a ``__main__`` guard, ``python -c`` and notebooks work. ``mp_context="fork"`` forks.
+
+Calling: a call is pickled once in the caller's thread (plain pickle; cloudpickle for lambdas
+and ``__main__`` objects). With few calls in flight the caller writes it at once; otherwise it
+joins a queue that a writer thread sends in batches. One reader thread per worker resolves
+futures in order (a worker runs its calls in order, so no call ids travel). Calls whose
+arguments hold pending futures wait, with every later call, until those futures resolve.
+
+Dying: the reader sees the socket close; every unfinished future fails with
+``WorkerCrashedError`` and later calls raise it. The child exits when the socket closes, so it
+never outlives the parent for long.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import mmap
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+from ..errors import WorkerCrashedError
+from ..futures import BaseFuture, ConcurrentFuture, SyncFuture, force_cancel, set_outcome
+from ..runtime import call_has_futures, collect_futures, replace_futures
+from . import process_child as child
+from .base import Backend
+
+_DIRECT_MAX_BYTES = 8 * 1024  # the caller writes a call itself only if it is this small ...
+_DIRECT_MAX_INFLIGHT = 16  # ... and this few calls are unfinished: the socket buffer holds them
+_BATCH_MAX_BYTES = 1 << 20
+_STOP = object()  # marks the stop message in the write queue and the held queue
+_STOP_MESSAGE = pickle.dumps(None)
+
+BOOTSTRAP = """\
+import sys, importlib.util as u
+sys.path[:] = {path!r}
+s = u.spec_from_file_location("concurry", {init!r}, submodule_search_locations=[{package!r}])
+m = u.module_from_spec(s)
+def __getattr__(name, m=m, s=s):
+    del m.__dict__["__getattr__"]
+    s.loader.exec_module(m)
+    return getattr(m, name)
+m.__getattr__ = __getattr__
+sys.modules["concurry"] = m
+from concurry.backends.process_child import main
+main({fd}, {control}, {ppid})
+"""
+# The ``concurry`` package is registered without running its ``__init__`` (which imports
+# pydantic for the configuration): the child needs only the runtime. Any other name is loaded
+# on first use by the module ``__getattr__``.
+
+
+def _package_dir() -> str:
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _control_page() -> tuple[int, mmap.mmap]:
+    """A shared 16-byte page (see ``process_child``): an anonymous file both processes map."""
+    try:
+        fd = os.memfd_create("concurry-control")
+    except (AttributeError, OSError):
+        import tempfile
+
+        fd = os.dup(tempfile.TemporaryFile().fileno())
+    os.ftruncate(fd, child._CONTROL_SIZE)
+    return fd, mmap.mmap(fd, child._CONTROL_SIZE)
+
+
+class _Forked:
+    """The part of ``Popen`` we use, for a child made with ``os.fork``."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                self.returncode = -1
+                return self.returncode
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.0005
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(["fork"], timeout or 0)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.02)
+        return self.returncode  # type: ignore[return-value]
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "closed its pipe"
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def decode_error(value: tuple) -> BaseException:
+    """Rebuild an exception sent by the child, with the child's traceback attached as a note."""
+    data, type_name, text, tb = value
+    exc: BaseException | None = None
+    if data is not None:
+        try:
+            exc = pickle.loads(data)
+        except Exception:
+            exc = None
+    if not isinstance(exc, BaseException):
+        exc = RuntimeError(f"{type_name}: {text}")
+    try:
+        exc.add_note(f"\n--- traceback in the worker process ---\n{tb.rstrip()}")
+    except Exception:
+        pass
+    return exc
+
+
+def decode_outcome(status: int, value: Any) -> tuple[Any, BaseException | None]:
+    if status == child.OK:
+        return value, None
+    if status == child.ERROR:
+        return None, decode_error(value)
+    if status == child.FUTURE:
+        inner, error = decode_outcome(*value)
+        return SyncFuture(inner, error), None
+    return None, None  # CANCELLED: handled by the caller
+
+
+# ---- cleanup at interpreter exit ----
+
+_live: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all_at_exit() -> None:
+    """Children never outlive the interpreter, and exit never waits on them for long."""
+    backends = list(_live)
+    for backend in backends:
+        backend.stop(timeout=0, wait=False)
+    for backend in backends:
+        backend._reap(deadline=time.monotonic() + 1.0)
+
+
+class ProcessBackend(Backend):
+    """A child process that owns the instance and runs calls in submission order."""
+
+    # ---- starting ----
+
+    def start(self) -> None:
+        self.launch()
+        self.wait_ready()
+
+    def launch(self) -> None:
+        """Start the child process and send it the worker; returns without waiting for ``__init__``."""
+        method = self.options.mp_context
+        if method == "forkserver":
+            raise ValueError(
+                "mp_context='forkserver' is not supported yet by process workers; "
+                "use mp_context='spawn' (the default) or 'fork'"
+            )
+        if method not in ("spawn", "fork"):
+            raise ValueError(f"mp_context must be 'spawn', 'forkserver' or 'fork', got {method!r}")
+        init_payload = self._init_payload()
+        self._lock = threading.Lock()
+        self._pending: collections.deque = collections.deque()  # sent (or queued) futures, in order
+        self._queue: collections.deque = collections.deque()  # payloads for the writer thread
+        self._held: collections.deque = collections.deque()  # calls waiting for argument futures
+        self._writing = False
+        self._wake = threading.Event()
+        self._seq = 0  # calls handed to the child so far (queued or written)
+        self._finished = 0  # outcomes received
+        self._crashed = False
+        self._closed = False  # no more writes: stop message sent, or child gone
+        self._killing = False  # the stop deadline passed: unfinished calls are cancelled
+        self._reaped = False
+        self._exit_code: int | None = None
+        parent_sock, child_sock = socket.socketpair()
+        control_fd, self._control = _control_page()
+        try:
+            if method == "fork":
+                self._process: Any = self._fork(parent_sock, child_sock, control_fd)
+            else:
+                self._process = self._spawn(child_sock.fileno(), control_fd)
+        except BaseException:
+            parent_sock.close()
+            self._control.close()
+            raise
+        finally:
+            child_sock.close()
+            os.close(control_fd)
+        self.pid = self._process.pid
+        self._conn = Connection(parent_sock.detach())
+        _live.add(self)
+        try:
+            self._conn.send_bytes(init_payload)
+        except OSError:
+            pass  # the child died already: wait_ready reports it
+
+    def _init_payload(self) -> bytes:
+        import cloudpickle
+
+        args, kwargs = self.args, self.kwargs
+        if self.options.unwrap_futures and call_has_futures(args, kwargs):
+            args, kwargs = replace_futures((args, kwargs), lambda f: f.result())
+        try:
+            return cloudpickle.dumps((self.cls, args, kwargs, self.options.unwrap_futures), protocol=5)
+        except Exception as exc:
+            culprit = _unpicklable_part((self.cls, *args, *kwargs.values()))
+            raise TypeError(
+                f"cannot start process worker {self.name}: {_type_name(culprit)} cannot be pickled "
+                f"to send it to the worker process: {exc}"
+            ) from exc
+
+    def _spawn(self, fd: int, control_fd: int) -> subprocess.Popen:
+        package = _package_dir()
+        code = BOOTSTRAP.format(
+            path=list(sys.path),
+            init=os.path.join(package, "__init__.py"),
+            package=package,
+            fd=fd,
+            control=control_fd,
+            ppid=os.getpid(),
+        )
+        return subprocess.Popen(
+            [sys.executable, "-u", "-c", code], pass_fds=(fd, control_fd), close_fds=True, stdin=subprocess.DEVNULL
+        )
+
+    def _fork(self, parent_sock: socket.socket, child_sock: socket.socket, control_fd: int) -> _Forked:
+        child._flush_std_streams()
+        keep = sorted({0, 1, 2, child_sock.fileno(), control_fd})
+        ppid = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # the child: drop every other descriptor (other workers' pipes), then serve
+            code = 0
+            try:
+                low = 0
+                for fd in keep:
+                    os.closerange(low, fd)
+                    low = fd + 1
+                os.closerange(low, 1 << 16)
+                child.serve(child_sock.fileno(), control_fd, ppid)
+            except BaseException:
+                code = 1
+            finally:
+                os._exit(code)
+        return _Forked(pid)
+
+    def wait_ready(self) -> None:
+        """Block until the instance exists in the child; raise its ``__init__`` error if any."""
+        try:
+            status, value = pickle.loads(self._conn.recv_bytes())
+        except (EOFError, OSError):
+            self._fail_start()
+            code = self._process.poll()
+            raise WorkerCrashedError(
+                f"process worker {self.name} (pid {self.pid}) {_describe_exit(code)} while starting"
+            ) from None
+        if status != child.OK:
+            self._fail_start()
+            raise decode_error(value)
+        self.args = self.kwargs = None  # the child owns them now
+        self._reader = threading.Thread(target=self._read, name=f"concurry-process-reader-{self.name}", daemon=True)
+        self._writer = threading.Thread(target=self._write, name=f"concurry-process-writer-{self.name}", daemon=True)
+        self._reader.start()
+        self._writer.start()
+
+    def _fail_start(self) -> None:
+        self._stopped = self._closed = True
+        self._conn.close()
+        self._process.kill()
+        self._process.wait()
+        self._control.close()
+        self._reaped = True
+        _live.discard(self)
+
+    # ---- calling ----
+
+    @property
+    def crashed(self) -> bool:
+        """True once the child died on its own; the pool replaces such workers."""
+        return self._crashed
+
+    @property
+    def unfinished(self) -> int:
+        """Calls submitted and not finished (held, queued or in the child); read by pool statistics."""
+        return len(self._pending) + len(self._held)
+
+    def submit(self, name: str, args: tuple, kwargs: dict, future: ConcurrentFuture | None = None) -> BaseFuture:
+        return self._call(name, args, kwargs, ConcurrentFuture() if future is None else future)
+
+    def caller(self, name: str) -> Callable[..., BaseFuture]:
+        call = self._call
+        new_future = ConcurrentFuture
+
+        def caller(*args: Any, **kwargs: Any) -> BaseFuture:
+            return call(name, args, kwargs, new_future())
+
+        return caller
+
+    def _call(self, name: str, args: tuple, kwargs: dict, future: ConcurrentFuture) -> BaseFuture:
+        if self._stopped or self._crashed:
+            raise self._refusal()
+        if self.options.unwrap_futures and (args or kwargs) and call_has_futures(args, kwargs):
+            return self._hold(future, name, args, kwargs)
+        payload = self._encode(name, args, kwargs, future)
+        if payload is None:
+            return future
+        with self._lock:
+            if self._stopped or self._crashed:
+                raise self._refusal()
+            if self._held:  # an earlier call waits for its arguments: keep actor order
+                self._held.append((future, name, None, None, (), payload))
+                return future
+            self._pending.append(future)
+            self._seq += 1
+            if (
+                not self._queue
+                and not self._writing
+                and len(payload) < _DIRECT_MAX_BYTES
+                and len(self._pending) <= _DIRECT_MAX_INFLIGHT
+            ):
+                try:
+                    self._conn.send_bytes(payload)
+                except OSError:
+                    pass  # the child is gone: the reader fails this future
+            else:
+                self._queue.append(payload)
+                self._wake.set()
+        return future
+
+    def _refusal(self) -> RuntimeError:
+        if self._crashed:
+            return WorkerCrashedError(
+                f"process worker {self.name} (pid {self.pid}) {_describe_exit(self._exit_code)}; "
+                "create a new one with .init()"
+            )
+        return self.stopped_error()
+
+    def _encode(self, name: str, args: tuple, kwargs: dict, future: ConcurrentFuture) -> bytes | None:
+        """Pickle a call; if it cannot be pickled, fail its future (naming method and type)."""
+        call = (name, args, kwargs)
+        try:
+            payload = pickle.dumps(call, protocol=5)
+            if b"__main__" not in payload:
+                return payload
+        except Exception:
+            pass
+        try:
+            import cloudpickle
+
+            return cloudpickle.dumps(call, protocol=5)
+        except Exception as exc:
+            culprit = _unpicklable_part((*args, *kwargs.values()))
+            set_outcome(
+                future,
+                None,
+                TypeError(
+                    f"{self.cls.__qualname__}.{name}: argument of type {_type_name(culprit)} cannot be "
+                    f"pickled to send it to process worker {self.name}: {exc}"
+                ),
+            )
+            return None
+
+    # ---- calls waiting for futures among their arguments ----
+
+    def _hold(self, future: ConcurrentFuture, name: str, args: tuple, kwargs: dict) -> BaseFuture:
+        deps = collect_futures((args, kwargs), [])
+        with self._lock:
+            if self._stopped or self._crashed:
+                raise self._refusal()
+            self._held.append((future, name, args, kwargs, deps, None))
+        for dep in deps:
+            dep.add_done_callback(self._release_held)
+        return future
+
+    def _release_held(self, _: Any = None) -> None:
+        """Send, in order, every held call at the front whose argument futures are all done."""
+        failed: list[tuple[ConcurrentFuture, BaseException]] = []
+        with self._lock:
+            held = self._held
+            while held and all(dep.done() for dep in held[0][4]):
+                future, name, args, kwargs, deps, payload = held.popleft()
+                if future is _STOP:
+                    self._queue.append(_STOP)
+                    self._wake.set()
+                    continue
+                if self._crashed or future.done():
+                    continue
+                if payload is None:
+                    error = _first_failure(deps)
+                    if error is not None:
+                        failed.append((future, error))
+                        continue
+                    try:
+                        values = replace_futures((args, kwargs), lambda f: f.result())
+                    except BaseException as exc:
+                        failed.append((future, exc))
+                        continue
+                    payload = self._encode(name, values[0], values[1], future)
+                    if payload is None:
+                        continue
+                self._pending.append(future)
+                self._seq += 1
+                self._queue.append(payload)  # never written here: this may run on a reader thread
+                self._wake.set()
+        for future, error in failed:
+            set_outcome(future, None, error)
+
+    # ---- writer and reader threads ----
+
+    def _write(self) -> None:
+        queue, wake, lock, send = self._queue, self._wake, self._lock, self._conn.send_bytes
+        while True:
+            wake.wait()
+            with lock:
+                wake.clear()
+                items = list(queue)
+                queue.clear()
+                self._writing = bool(items)
+                if not items and (self._crashed or self._closed):
+                    return
+            try:
+                stop = _send_batches(items, send)
+            except OSError:
+                stop = True  # the child is gone: the reader fails what is unfinished
+            with lock:
+                self._writing = False
+                if stop:
+                    self._closed = True
+                    return
+
+    def _read(self) -> None:
+        pending, recv, loads = self._pending, self._conn.recv_bytes, pickle.loads
+        try:
+            while True:
+                message = loads(recv())
+                for item in message if type(message) is list else (message,):
+                    future = pending.popleft()
+                    self._finished += 1
+                    try:
+                        status, value = loads(item) if type(item) is bytes else item
+                    except Exception as exc:
+                        set_outcome(future, None, _unloadable_result(exc))
+                        continue
+                    if status == child.CANCELLED:
+                        force_cancel(future)
+                        continue
+                    result, error = decode_outcome(status, value)
+                    set_outcome(future, result, error)
+                del message, item
+        except (EOFError, OSError):
+            pass
+        except Exception as exc:  # a protocol error must not strand futures either
+            sys.stderr.write(f"concurry: process worker {self.name} reader failed: {exc!r}\n")
+        self._on_child_gone()
+
+    def _on_child_gone(self) -> None:
+        """The socket closed: reap the child, fail or cancel everything unfinished, release."""
+        self._reap(deadline=time.monotonic() + 5.0)
+        with self._lock:
+            self._closed = True
+            killed_by_stop = self._killing
+            crashed = not killed_by_stop and (bool(self._pending) or not self._stopped)
+            self._crashed = crashed
+            unfinished = list(self._pending) + [entry[0] for entry in self._held if entry[0] is not _STOP]
+            self._pending.clear()
+            self._held.clear()
+            self._queue.clear()
+            self._wake.set()
+        if crashed and unfinished:
+            error_text = (
+                f"process worker {self.name} (pid {self.pid}) {_describe_exit(self._exit_code)} "
+                f"with {len(unfinished)} unfinished call(s)"
+            )
+            for future in unfinished:
+                set_outcome(future, None, WorkerCrashedError(error_text))
+        else:
+            for future in unfinished:
+                force_cancel(future)
+        writer = getattr(self, "_writer", None)
+        if writer is not None and writer is not threading.current_thread():
+            writer.join()
+        self._conn.close()
+        self._control.close()
+        _live.discard(self)
+
+    def _reap(self, deadline: float) -> None:
+        """Wait for the child until ``deadline``, then kill it; never leaves a zombie."""
+        if self._reaped:
+            return
+        process = self._process
+        try:
+            process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        self._exit_code = process.returncode
+        self._reaped = True
+
+    # ---- stopping ----
+
+    def stop(self, timeout: float | None = None, cancel_futures: bool = False, wait: bool = True) -> None:
+        reader = getattr(self, "_reader", None)
+        if not self._begin_stop():
+            if wait and reader is not None and reader is not threading.current_thread():
+                reader.join(timeout)
+            return
+        if reader is None:  # never started (launch failed, or wait_ready not called)
+            if hasattr(self, "_process") and not self._reaped:
+                self._fail_start()
+            return
+        cancelled: list[ConcurrentFuture] = []
+        with self._lock:
+            if cancel_futures:
+                cancelled = [entry[0] for entry in self._held]
+                self._held.clear()
+                if not self._control.closed:
+                    child._INT.pack_into(self._control, 8, self._seq)
+                    started = child._INT.unpack_from(self._control, 0)[0]
+                    # calls after the one the child is running are skipped there
+                    skip_from = max(0, started + 1 - self._finished)
+                    cancelled += list(self._pending)[skip_from:]
+            if self._held:
+                self._held.append((_STOP, None, None, None, (), None))
+            else:
+                self._queue.append(_STOP)
+                self._wake.set()
+        for future in cancelled:
+            force_cancel(future)
+        if not wait or reader is threading.current_thread():
+            return
+        reader.join(timeout)
+        if reader.is_alive():
+            with self._lock:
+                self._killing = True
+            self._process.kill()
+            reader.join()
+
+
+def _send_batches(items: list, send: Callable[[bytes], None]) -> bool:
+    """Write queued payloads, several per message; True if the stop message was among them."""
+    batch: list[bytes] = []
+    size = 0
+    for item in items:
+        if item is _STOP:
+            _flush_batch(batch, send)
+            send(_STOP_MESSAGE)
+            return True
+        if batch and size + len(item) > _BATCH_MAX_BYTES:
+            _flush_batch(batch, send)
+            batch, size = [], 0
+        batch.append(item)
+        size += len(item)
+    _flush_batch(batch, send)
+    return False
+
+
+def _flush_batch(batch: list[bytes], send: Callable[[bytes], None]) -> None:
+    if len(batch) == 1:
+        send(batch[0])
+    elif batch:
+        send(pickle.dumps(batch, protocol=5))
+
+
+def _first_failure(futures: list) -> BaseException | None:
+    for future in futures:
+        if future.cancelled():
+            import concurrent.futures as cf
+
+            return cf.CancelledError()
+        error = future.exception()
+        if error is not None:
+            return error
+    return None
+
+
+def _unloadable_result(exc: Exception) -> RuntimeError:
+    return RuntimeError(f"the result sent by the worker process cannot be unpickled here: {exc}")
+
+
+def _type_name(value: Any) -> str:
+    kind = type(value)
+    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _unpicklable_part(values: tuple) -> Any:
+    """The first value cloudpickle refuses (to name it in the error), else the whole tuple."""
+    import cloudpickle
+
+    for value in values:
+        try:
+            cloudpickle.dumps(value)
+        except Exception:
+            return value
+    return values

@@ -1,0 +1,229 @@
+"""The main loop of a process worker's child (``mode="process"``).
+
+The parent starts a fresh interpreter (or forks) with one end of a socket pair. Over it the
+child receives, in order: the worker class and its constructor arguments (one cloudpickle
+message), then calls, either one pickled ``(name, args, kwargs)`` tuple or a pickled list of
+such payloads (a batch), and finally ``None`` (stop). It answers, in the same order, one
+outcome per call: a pickled ``(status, value)`` tuple, or a pickled list of such payloads.
+Outcomes need no call id: one instance runs calls one at a time, so the n-th outcome belongs
+to the n-th call.
+
+A small shared page (``control``) lets the parent cancel calls that have not started
+(``stop(cancel_futures=True)``) while one is running: the child writes the index of the call
+it is starting, the parent writes a watermark below which unstarted calls are skipped.
+
+Imports stay light: the user's class pulls in pydantic and friends only if it needs them.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import pickle
+import struct
+import sys
+import threading
+import time
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any
+
+# outcome statuses
+OK = 0
+ERROR = 1  # value: (exception pickle or None, type name, text, child traceback)
+CANCELLED = 2
+FUTURE = 3  # the method returned a future: value is that future's own (status, value)
+
+READY = "ready"
+_BATCH_SECONDS = 0.001  # results of a batch are held back at most this long
+_BIG = 64 * 1024  # outcomes at least this big are sent on their own, not copied into a batch
+_CONTROL_SIZE = 16  # int64 at 0: index of the call starting; int64 at 8: cancel watermark
+_INT = struct.Struct("q")
+
+
+def dumps(value: Any) -> bytes:
+    """Plain pickle, or cloudpickle for what plain pickle cannot do (lambdas, local classes)."""
+    try:
+        return pickle.dumps(value, protocol=5)
+    except Exception:
+        import cloudpickle
+
+        return cloudpickle.dumps(value, protocol=5)
+
+
+def encode_error(exc: BaseException) -> tuple:
+    """An exception as it travels: its pickle if it survives the round trip, plus its text."""
+    text = str(exc)
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        data: bytes | None = dumps(exc)
+        pickle.loads(data)
+    except Exception:
+        data = None
+    return (data, f"{type(exc).__module__}.{type(exc).__qualname__}", text, tb)
+
+
+def _outcome_of_future(value: Any) -> tuple:
+    try:
+        return (OK, value.result())
+    except BaseException as exc:
+        return (ERROR, encode_error(exc))
+
+
+def _is_future(value: Any) -> bool:
+    import concurrent.futures
+
+    return isinstance(value, concurrent.futures.Future) or type(value).__module__ == "concurry.futures"
+
+
+def encode_outcome(status: int, value: Any, where: str) -> bytes:
+    """Pickle one outcome; an unpicklable result becomes a ``TypeError`` naming method and type."""
+    if status == OK and value is not None and _is_future(value):
+        status, value = FUTURE, _outcome_of_future(value)
+    try:
+        return dumps((status, value))
+    except Exception as exc:
+        shown = value[1] if status == FUTURE else value
+        error = TypeError(
+            f"{where} returned a value of type {type(shown).__qualname__} that cannot be pickled "
+            f"to send it back to the caller: {exc}"
+        )
+        return pickle.dumps((ERROR, encode_error(error)), protocol=5)
+
+
+class _Sender:
+    """Collects outcomes and writes them, batched while more calls of a batch are waiting."""
+
+    def __init__(self, conn: Connection):
+        self.conn = conn
+        self.held: list[bytes] = []
+        self.since = 0.0
+
+    def add(self, payload: bytes, more: bool) -> None:
+        if len(payload) >= _BIG:
+            self.flush()
+            self.conn.send_bytes(payload)
+            return
+        if not self.held:
+            self.since = time.perf_counter()
+        self.held.append(payload)
+        if not more or time.perf_counter() - self.since > _BATCH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        held = self.held
+        if not held:
+            return
+        self.held = []
+        _flush_std_streams()
+        if len(held) == 1:
+            self.conn.send_bytes(held[0])
+        else:
+            self.conn.send_bytes(pickle.dumps(held, protocol=5))
+
+
+def _flush_std_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except Exception:
+            pass
+
+
+def _watch_parent(parent_pid: int) -> None:
+    """Exit if the parent dies while a long call keeps the loop from seeing the closed pipe."""
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent_pid:
+            os._exit(1)
+
+
+def serve(fd: int, control_fd: int, parent_pid: int) -> None:
+    """Run one worker: build the instance, then run calls until stop or the pipe closes."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    threading.Thread(target=_watch_parent, args=(parent_pid,), name="concurry-parent-watch", daemon=True).start()
+    conn = Connection(fd)
+    control = mmap.mmap(control_fd, _CONTROL_SIZE)
+    os.close(control_fd)
+    try:
+        runtime = _construct(conn)
+        if runtime is None:
+            return
+        _loop(conn, runtime, control)
+    finally:
+        _flush_std_streams()
+        conn.close()
+
+
+def _construct(conn: Connection) -> Any:
+    try:
+        data = conn.recv_bytes()
+    except (EOFError, OSError):
+        return None
+    try:
+        cls, args, kwargs, unwrap = pickle.loads(data)
+        del data
+        from ..runtime import Runtime
+
+        runtime = Runtime(cls, args, kwargs, unwrap)
+    except BaseException as exc:
+        _flush_std_streams()
+        conn.send_bytes(pickle.dumps((ERROR, encode_error(exc)), protocol=5))
+        return None
+    _flush_std_streams()
+    conn.send_bytes(pickle.dumps((OK, READY), protocol=5))
+    return runtime
+
+
+def _loop(conn: Connection, runtime: Any, control: mmap.mmap) -> None:
+    cls_name = type(runtime.instance).__qualname__
+    invoke = runtime.invoke
+    recv = conn.recv_bytes
+    loads = pickle.loads
+    pack_into, unpack_from = _INT.pack_into, _INT.unpack_from
+    sender = _Sender(conn)
+    index = 0
+    try:
+        while True:
+            try:
+                data = recv()
+            except (EOFError, OSError):
+                return  # the parent closed the pipe (or died): no orphans
+            try:
+                message = loads(data)
+            except BaseException as exc:  # one call whose arguments cannot be rebuilt here
+                message = exc
+            if message is None:
+                return
+            batch = message if type(message) is list else [message]
+            last = len(batch) - 1
+            for position, item in enumerate(batch):
+                name = "?"
+                pack_into(control, 0, index)
+                if index < unpack_from(control, 8)[0]:
+                    payload = pickle.dumps((CANCELLED, None), protocol=5)
+                else:
+                    try:
+                        if isinstance(item, BaseException):
+                            raise item
+                        name, args, kwargs = loads(item) if type(item) is bytes else item
+                        status, value = OK, invoke(name, args, kwargs)
+                    except BaseException as exc:
+                        status, value = ERROR, encode_error(exc)
+                    payload = encode_outcome(status, value, f"{cls_name}.{name}")
+                    del value
+                index += 1
+                sender.add(payload, position < last)
+            del batch, message, data, item
+    finally:
+        sender.flush()
+        runtime.close()
+        control.close()
+
+
+def main(fd: int, control_fd: int, parent_pid: int) -> None:
+    """Entry point of a spawned child (see ``process.BOOTSTRAP``)."""
+    serve(fd, control_fd, parent_pid)
