@@ -124,6 +124,11 @@ class ProgressBar:
     # -- what the bar shows -----------------------------------------------------------------
 
     @property
+    def tqdm(self) -> Any:
+        """The underlying tqdm bar (``tqdm.notebook.tqdm`` in a notebook, ``tqdm.std.tqdm`` elsewhere)."""
+        return self._bar
+
+    @property
     def n(self) -> float:
         """Items counted so far (including those not yet drawn)."""
         return self._bar.n + self._pending

@@ -23,7 +23,7 @@ import inspect
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from concurrent.futures._base import CANCELLED_AND_NOTIFIED, FINISHED
+from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED
 from typing import Any
 
 from .constants import ExecutionMode, PollingAlgorithm, ReturnWhen
@@ -31,7 +31,9 @@ from .futures import AsyncioFuture, BaseFuture, SyncFuture
 
 __all__ = ["async_gather", "async_wait", "gather", "wait"]
 
-_DONE_STATES = (FINISHED, CANCELLED_AND_NOTIFIED)
+# A future cancelled before its executor noticed (CANCELLED) is done for us too; one cancelled
+# while we wait is reported when its executor discards it, as with ``concurrent.futures.wait``.
+_DONE_STATES = (FINISHED, CANCELLED_AND_NOTIFIED, CANCELLED)
 _TIMEOUTS = (TimeoutError, cf.TimeoutError, asyncio.TimeoutError)
 
 
@@ -150,7 +152,7 @@ class _Collection:
         self.active = True
         self.poller: _Poller | None = None
         self._installed: list[cf.Future] = []
-        self._loop_futures: list[asyncio.Future] = []
+        self._loop_futures: list[tuple[asyncio.Future, Any]] = []
         for f in futures:
             self._watch(f, loop)
 
@@ -166,6 +168,7 @@ class _Collection:
             self.add_result(future)
 
     def _watch(self, f: Any, loop: Any) -> None:
+        original = f  # what is queued when it finishes, whatever is watched in its place
         if isinstance(f, cf.Future):
             with f._condition:
                 if f._state in _DONE_STATES:
@@ -184,8 +187,9 @@ class _Collection:
             f = f._future
         if isinstance(f, asyncio.Future):
             if f.get_loop() is loop:
-                f.add_done_callback(self._relay)
-                self._loop_futures.append(f)
+                callback = self._relay if f is original else (lambda _: self._relay(original))
+                f.add_done_callback(callback)
+                self._loop_futures.append((f, callback))
                 return
             f = AsyncioFuture(f)
         if isinstance(f, AsyncioFuture) and f._in_loop_thread() and loop is None:
@@ -194,7 +198,7 @@ class _Collection:
                 "use 'await async_wait(...)' or 'await async_gather(...)'"
             )
         relay = self._relay
-        f.add_done_callback(lambda _f, original=f: relay(original))
+        f.add_done_callback(lambda _: relay(original))
 
     def poll_remote(self) -> None:
         if self.poller:
@@ -215,8 +219,8 @@ class _Collection:
                     f._waiters.remove(self)
                 except ValueError:
                     pass
-        for f in self._loop_futures:
-            f.remove_done_callback(self._relay)
+        for f, callback in self._loop_futures:
+            f.remove_done_callback(callback)
         self._installed = self._loop_futures = []
 
 
