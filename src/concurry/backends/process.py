@@ -76,7 +76,8 @@ def _control_page() -> tuple[int, mmap.mmap]:
     except (AttributeError, OSError):
         import tempfile
 
-        fd = os.dup(tempfile.TemporaryFile().fileno())
+        with tempfile.TemporaryFile() as file:
+            fd = os.dup(file.fileno())
     os.ftruncate(fd, child._CONTROL_SIZE)
     return fd, mmap.mmap(fd, child._CONTROL_SIZE)
 
@@ -253,7 +254,10 @@ class ProcessBackend(Backend):
             ppid=os.getpid(),
         )
         return subprocess.Popen(
-            [sys.executable, "-u", "-c", code], pass_fds=(fd, control_fd), close_fds=True, stdin=subprocess.DEVNULL
+            [sys.executable, "-u", "-c", code],
+            pass_fds=(fd, control_fd),
+            close_fds=True,
+            stdin=subprocess.DEVNULL,
         )
 
     def _fork(self, parent_sock: socket.socket, child_sock: socket.socket, control_fd: int) -> _Forked:
@@ -266,12 +270,16 @@ class ProcessBackend(Backend):
             try:
                 low = 0
                 for fd in keep:
-                    os.closerange(low, fd)
+                    if fd > low:  # closerange(a, a) would close everything
+                        os.closerange(low, fd)
                     low = fd + 1
                 os.closerange(low, 1 << 16)
                 child.serve(child_sock.fileno(), control_fd, ppid)
             except BaseException:
                 code = 1
+                import traceback
+
+                traceback.print_exc()
             finally:
                 os._exit(code)
         return _Forked(pid)
@@ -290,8 +298,9 @@ class ProcessBackend(Backend):
             self._fail_start()
             raise decode_error(value)
         self.args = self.kwargs = None  # the child owns them now
-        self._reader = threading.Thread(target=self._read, name=f"concurry-process-reader-{self.name}", daemon=True)
-        self._writer = threading.Thread(target=self._write, name=f"concurry-process-writer-{self.name}", daemon=True)
+        prefix = f"concurry-process-{self.name}"
+        self._reader = threading.Thread(target=self._read, name=f"{prefix}-reader", daemon=True)
+        self._writer = threading.Thread(target=self._write, name=f"{prefix}-writer", daemon=True)
         self._reader.start()
         self._writer.start()
 
@@ -316,7 +325,9 @@ class ProcessBackend(Backend):
         """Calls submitted and not finished (held, queued or in the child); read by pool statistics."""
         return len(self._pending) + len(self._held)
 
-    def submit(self, name: str, args: tuple, kwargs: dict, future: ConcurrentFuture | None = None) -> BaseFuture:
+    def submit(
+        self, name: str, args: tuple, kwargs: dict, future: ConcurrentFuture | None = None
+    ) -> BaseFuture:
         return self._call(name, args, kwargs, ConcurrentFuture() if future is None else future)
 
     def caller(self, name: str) -> Callable[..., BaseFuture]:

@@ -144,7 +144,8 @@ def serve(fd: int, control_fd: int, parent_pid: int) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    threading.Thread(target=_watch_parent, args=(parent_pid,), name="concurry-parent-watch", daemon=True).start()
+    watch = threading.Thread(target=_watch_parent, args=(parent_pid,), name="concurry-watch", daemon=True)
+    watch.start()
     conn = Connection(fd)
     control = mmap.mmap(control_fd, _CONTROL_SIZE)
     os.close(control_fd)

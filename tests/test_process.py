@@ -1,0 +1,463 @@
+"""Process mode specifics (SPEC §3, §13; issue #3): start methods, scripts without a guard,
+crashes, pickling failures, remote tracebacks, output, cleanup and orphan-freedom.
+
+The behaviour shared with the other modes runs in the mode-parametrised test files.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import concurry
+from concurry import ConcurrentFuture, WorkerCrashedError, WorkerStoppedError, worker
+from conftest import child_pids, open_fds, wait_until, zombie_children
+
+SCRIPT_TIMEOUT = 60
+
+
+class Box:
+    """A process worker used throughout: state, sleeps, failures and self-inflicted deaths."""
+
+    def __init__(self, start: int = 0):
+        self.count = start
+        self.log: list = []
+
+    def incr(self) -> int:
+        self.count += 1
+        return self.count
+
+    def record(self, value):
+        self.log.append(value)
+        return list(self.log)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def echo(self, value):
+        return value
+
+    def sleep(self, seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
+
+    def sleep_marked(self, path: str, seconds: float) -> float:
+        Path(path).touch()  # tells the test this call has started
+        time.sleep(seconds)
+        return seconds
+
+    def fail(self, text: str):
+        raise KeyError(text)
+
+    def make_lock(self):
+        return threading.Lock()
+
+    def raise_unpicklable(self):
+        err = ValueError("carries a lock")
+        err.lock = threading.Lock()
+        raise err
+
+    def raise_unrebuildable(self):
+        raise TwoArgError("a", "b")
+
+    def exit(self, code: int) -> None:
+        os._exit(code)
+
+    def kill_self(self) -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def say(self, text: str) -> None:
+        print(text)
+        print(f"err:{text}", file=sys.stderr)
+
+
+class TwoArgError(Exception):
+    """Pickles, but cannot be rebuilt (its __init__ wants two arguments)."""
+
+    def __init__(self, a, b):
+        super().__init__(f"{a}+{b}")
+
+
+class FailingInit:
+    def __init__(self, x: int):
+        raise LookupError(f"no such thing: {x}")
+
+
+ProcBox = worker(Box)
+
+
+def test_worker_runs_in_another_process_and_keeps_state():
+    with ProcBox.options(mode="process").init(10) as w:
+        assert w.pid().result(timeout=10) != os.getpid()
+        assert [w.incr() for _ in range(3)][-1].result(timeout=10) == 13
+
+
+def test_crashed_error_is_exported():
+    assert concurry.WorkerCrashedError is WorkerCrashedError
+    assert issubclass(WorkerCrashedError, RuntimeError)
+
+
+def test_init_error_has_its_original_type_and_leaves_no_process():
+    before = child_pids()
+    with pytest.raises(LookupError, match="no such thing: 3"):
+        worker(FailingInit).options(mode="process").init(3)
+    assert wait_until(lambda: child_pids() <= before)
+
+
+def test_many_calls_keep_order():
+    with ProcBox.options(mode="process").init() as w:
+        futures = [w.record(i) for i in range(3000)]
+        assert futures[-1].result(timeout=30) == list(range(3000))
+        assert all(f.done() for f in futures)
+
+
+def test_large_bytes_round_trip():
+    data = os.urandom(1 << 20)
+    with ProcBox.options(mode="process").init() as w:
+        assert w.echo(data).result(timeout=30) == data
+
+
+# ---- start methods ----
+
+
+@pytest.mark.parametrize("method", ["spawn", "fork"])
+def test_start_methods(method):
+    with ProcBox.options(mode="process", mp_context=method).init(1) as w:
+        assert w.incr().result(timeout=10) == 2
+        assert w.pid().result(timeout=10) != os.getpid()
+
+
+def test_forkserver_is_refused_clearly():
+    with pytest.raises(ValueError, match="forkserver"):
+        ProcBox.options(mode="process", mp_context="forkserver").init()
+
+
+def test_default_start_is_safe_with_threads_running():
+    lock = threading.Lock()
+    lock.acquire()  # a lock held by this thread would deadlock a forked child that touched it
+    stop = threading.Event()
+    busy = threading.Thread(target=stop.wait, daemon=True)
+    busy.start()
+    try:
+        with ProcBox.options(mode="process").init() as w:
+            assert w.incr().result(timeout=10) == 1
+    finally:
+        stop.set()
+        lock.release()
+
+
+# ---- crashes ----
+
+
+def test_sigkill_fails_unfinished_calls_and_later_calls():
+    w = ProcBox.options(mode="process").init()
+    pid = w.pid().result(timeout=10)
+    futures = [w.sleep(30)] + [w.incr() for _ in range(5)]
+    os.kill(pid, signal.SIGKILL)
+    for f in futures:
+        with pytest.raises(WorkerCrashedError, match="SIGKILL"):
+            f.result(timeout=10)
+    with pytest.raises(WorkerCrashedError):
+        w.incr()
+    assert w._backend.crashed
+    w.stop()
+    assert not zombie_children()
+
+
+def test_os_exit_fails_unfinished_calls_and_neighbours_keep_working():
+    neighbour = ProcBox.options(mode="process").init()
+    w = ProcBox.options(mode="process").init()
+    futures = [w.incr(), w.exit(3), w.incr(), w.incr()]
+    assert futures[0].result(timeout=10) == 1
+    for f in futures[1:]:
+        with pytest.raises(WorkerCrashedError, match="exited with code 3"):
+            f.result(timeout=10)
+    with pytest.raises(WorkerCrashedError):
+        w.incr()
+    assert neighbour.incr().result(timeout=10) == 1
+    w.stop()
+    neighbour.stop()
+    assert not zombie_children()
+
+
+def test_self_kill_inside_a_call():
+    w = ProcBox.options(mode="process").init()
+    doomed = w.kill_self()
+    after = w.incr()
+    with pytest.raises(WorkerCrashedError, match="SIGKILL"):
+        doomed.result(timeout=10)
+    with pytest.raises(WorkerCrashedError):
+        after.result(timeout=10)
+    w.stop()
+    w.stop()  # idempotent
+
+
+# ---- pickling ----
+
+
+def test_unpicklable_argument_fails_that_call_only():
+    with ProcBox.options(mode="process").init() as w:
+        bad = w.echo(threading.Lock())
+        with pytest.raises(TypeError, match=r"Box\.echo.*lock"):
+            bad.result(timeout=10)
+        assert w.incr().result(timeout=10) == 1
+
+
+def test_unpicklable_result_fails_that_call_only():
+    with ProcBox.options(mode="process").init() as w:
+        with pytest.raises(TypeError, match=r"Box\.make_lock.*lock"):
+            w.make_lock().result(timeout=10)
+        assert w.incr().result(timeout=10) == 1
+
+
+def test_lambdas_and_local_classes_cross_by_value():
+    class Local:
+        def __init__(self, v):
+            self.v = v
+
+    with ProcBox.options(mode="process").init() as w:
+        assert w.echo(Local(4)).result(timeout=10).v == 4
+        fn = w.echo(lambda x: x + 1).result(timeout=10)
+        assert fn(1) == 2
+
+
+def test_exceptions_keep_type_and_carry_the_worker_traceback():
+    with ProcBox.options(mode="process").init() as w:
+        with pytest.raises(KeyError, match="missing") as info:
+            w.fail("missing").result(timeout=10)
+        notes = "\n".join(getattr(info.value, "__notes__", []))
+        assert "traceback in the worker process" in notes
+        assert "in fail" in notes
+
+
+@pytest.mark.parametrize("method", ["raise_unpicklable", "raise_unrebuildable"])
+def test_exceptions_that_cannot_travel_arrive_as_text(method):
+    with ProcBox.options(mode="process").init() as w:
+        with pytest.raises(Exception) as info:
+            getattr(w, method)().result(timeout=10)
+        assert "carries a lock" in str(info.value) or "a+b" in str(info.value)
+        assert w.incr().result(timeout=10) == 1
+
+
+# ---- futures among arguments and results ----
+
+
+def test_pending_future_arguments_hold_later_calls_in_order():
+    gate = threading.Event()
+    with worker(Box).options(mode="thread").init() as t, ProcBox.options(mode="process").init() as p:
+        slow = t.echo(1)
+        gated = ConcurrentFuture()
+        first = p.record(gated)
+        second = p.record("after")
+        assert not first.done()
+        threading.Timer(0.1, lambda: (gated.set_result("gated"), gate.set())).start()
+        assert second.result(timeout=10) == ["gated", "after"]
+        assert first.result(timeout=10) == ["gated"]
+        assert slow.result(timeout=10) == 1
+
+
+def test_failed_future_argument_fails_the_call_with_the_same_error():
+    with ProcBox.options(mode="process").init() as p:
+        failed = ConcurrentFuture()
+        call = p.echo([failed])
+        failed.set_exception(ZeroDivisionError("nope"))
+        with pytest.raises(ZeroDivisionError, match="nope"):
+            call.result(timeout=10)
+        assert p.incr().result(timeout=10) == 1
+
+
+# ---- stop ----
+
+
+@pytest.mark.timeout(60)
+def test_stop_leaves_no_process_zombie_or_descriptor():
+    before_children, before_fds = child_pids(), open_fds()
+    workers = [ProcBox.options(mode="process").init() for _ in range(2)]
+    workers.append(ProcBox.options(mode="process", mp_context="fork").init())
+    for w in workers:
+        w.incr().result(timeout=10)
+    for w in workers:
+        w.stop()
+    assert wait_until(lambda: child_pids() <= before_children)
+    assert not zombie_children()
+    assert wait_until(lambda: open_fds() <= before_fds)
+
+
+def test_stop_lets_queued_calls_finish_then_refuses_calls():
+    w = ProcBox.options(mode="process").init()
+    futures = [w.sleep(0.01) for _ in range(5)] + [w.incr()]
+    w.stop()
+    assert futures[-1].result(timeout=1) == 1
+    with pytest.raises(WorkerStoppedError, match="Box"):
+        w.incr()
+
+
+def test_stop_cancel_futures_cancels_calls_not_started(tmp_path):
+    w = ProcBox.options(mode="process").init()
+    marker = tmp_path / "started"
+    running = w.sleep_marked(str(marker), 1.0)
+    queued = [w.incr() for _ in range(10)]
+    assert wait_until(marker.exists)
+    stopper = threading.Thread(target=w.stop, kwargs={"timeout": 10, "cancel_futures": True})
+    stopper.start()
+    assert wait_until(lambda: all(f.cancelled() for f in queued))
+    stopper.join(10)
+    assert not stopper.is_alive()
+    assert running.result(timeout=5) == 1.0
+    for f in queued:
+        with pytest.raises(cf.CancelledError):
+            f.result(timeout=1)
+
+
+def test_stop_timeout_cancels_what_is_unfinished_and_returns():
+    before = child_pids()
+    w = ProcBox.options(mode="process").init()
+    running = w.sleep(30)
+    queued = w.incr()
+    w.stop(timeout=0.3)
+    assert running.cancelled() and queued.cancelled()
+    assert wait_until(lambda: child_pids() <= before)
+    assert not zombie_children()
+
+
+def test_dropped_handle_stops_its_process():
+    before = child_pids()
+    w = ProcBox.options(mode="process").init()
+    assert w.incr().result(timeout=10) == 1
+    del w
+    assert wait_until(lambda: child_pids() <= before, timeout=10)
+    assert wait_until(lambda: not zombie_children(), timeout=10)
+
+
+# ---- output ----
+
+
+def test_child_output_reaches_the_parent_streams(capfd):
+    with ProcBox.options(mode="process").init() as w:
+        w.say("hello from the child").result(timeout=10)
+    out, err = capfd.readouterr()
+    assert "hello from the child" in out
+    assert "err:hello from the child" in err
+
+
+# ---- scripts, python -c, exit, orphan-freedom ----
+
+
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+
+
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(args, capture_output=True, text=True, timeout=SCRIPT_TIMEOUT, cwd=cwd, env=_env())
+
+
+SCRIPT = textwrap.dedent(
+    """
+    import os
+    from concurry import worker, task, TaskWorker
+    print("script body ran", flush=True)
+
+    @worker(mode="process")
+    class Greeter:
+        def __init__(self, name):
+            self.name = name
+        def greet(self):
+            return f"hi {self.name} from {os.getpid() != PARENT}"
+
+    PARENT = os.getpid()
+    g = Greeter.init("x")
+    print(g.greet().result())
+    g.stop()
+    tw = TaskWorker.options(mode="process").init()
+    offset = 5
+    print("task", tw.submit(lambda v: v + offset, 1).result())
+    tw.stop()
+    """
+)
+
+
+def test_script_without_main_guard_is_not_rerun(tmp_path):
+    path = tmp_path / "unguarded.py"
+    path.write_text(SCRIPT)
+    proc = _run([sys.executable, str(path)], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("script body ran") == 1
+    assert "hi x from True" in proc.stdout
+    assert "task 6" in proc.stdout
+
+
+def test_classes_defined_in_python_c(tmp_path):
+    proc = _run([sys.executable, "-c", SCRIPT], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("script body ran") == 1
+    assert "hi x from True" in proc.stdout
+
+
+def test_interpreter_exit_with_running_worker_leaves_no_child(tmp_path):
+    code = textwrap.dedent(
+        """
+        import os
+        from concurry import worker
+        @worker(mode="process")
+        class W:
+            def pid(self):
+                return os.getpid()
+        w = W.init()
+        print(w.pid().result(), flush=True)
+        """
+    )
+    proc = _run([sys.executable, "-c", code], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    pid = int(proc.stdout.split()[-1])
+    assert wait_until(lambda: not _alive(pid), timeout=10)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("busy", [False, True])
+def test_killed_parent_leaves_no_orphans(tmp_path, busy):
+    code = textwrap.dedent(
+        f"""
+        import os, time
+        from concurry import worker
+        @worker(mode="process")
+        class W:
+            def pid(self):
+                return os.getpid()
+            def sleep(self):
+                time.sleep(60)
+        w = W.init()
+        print(w.pid().result(), flush=True)
+        if {busy}:
+            w.sleep()
+        time.sleep(60)
+        """
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=tmp_path, env=_env()
+    )
+    try:
+        pid = int(parent.stdout.readline())
+        assert _alive(pid)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        assert wait_until(lambda: not _alive(pid), timeout=10)
+    finally:
+        parent.kill()
+        parent.wait()
+        parent.stdout.close()
