@@ -138,13 +138,13 @@ class _Slot:
         self._make_callbacks(core)
 
     def _make_callbacks(self, core: PoolCore) -> None:
-        slot, lock, wake = self, self.lock, core.dispatcher.wake
+        slot, lock, wake, low = self, self.lock, core.dispatcher.wake, core.low_water
 
         def direct_done(future: cf.Future) -> None:
             with lock:
                 slot.pending -= 1
                 slot.inflight -= 1
-                refill = slot.queue and slot.live
+                refill = slot.queue and slot.live and slot.inflight <= low
             if refill:
                 wake(slot)
             if future._exception is not None and isinstance(future._exception, WorkerCrashedError):
@@ -157,7 +157,7 @@ class _Slot:
         def inflight_done(future: cf.Future) -> None:
             with lock:
                 slot.inflight -= 1
-                refill = slot.queue and slot.live
+                refill = slot.queue and slot.live and slot.inflight <= low
             if refill:
                 wake(slot)
             if future._exception is not None and isinstance(future._exception, WorkerCrashedError):
@@ -238,6 +238,10 @@ class PoolCore:
         cap = None if options.blocking else options.max_queued_tasks
         self.max_queued_tasks = cap
         self.cap = _NO_CAP if cap is None else cap
+        # Waiting calls are handed over in batches: the dispatcher is woken once a backend is
+        # down to half its cap, not at every finished call (one wake-up per call costs more
+        # than the call itself for small process calls).
+        self.low_water = self.cap // 2
         self.lean = False  # set by start(): see _lean_caller
         self.closed = False
         self.dispatcher = _Dispatcher(self)
