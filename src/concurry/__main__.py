@@ -1,0 +1,173 @@
+"""``python -m concurry``: a short tour on this machine (SPEC §14).
+
+1. The same worker class running in every available mode.
+2. A pool spreading calls over its workers, with a live progress bar.
+3. A table of per-call overhead measured here, next to ``concurrent.futures``.
+
+Modes are detected at run time, so the tour grows as backends land. It finishes in seconds.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+import platform
+import sys
+import threading
+import time
+from typing import Any
+
+import concurry
+from concurry import ExecutionMode, gather, worker
+
+BATCH_CALLS = 2_000
+ROUND_TRIPS = 200
+POOL_SIZE = 4
+POOL_CALLS = 40
+
+
+@worker
+class Greeter:
+    """The tour's worker: a little state, and a report of where each call ran."""
+
+    def __init__(self, greeting: str = "hello"):
+        self.greeting = greeting
+        self.calls = 0
+
+    def greet(self, name: str) -> str:
+        self.calls += 1
+        return f"{self.greeting}, {name} (call {self.calls})"
+
+    def where(self) -> str:
+        return f"pid {os.getpid()}, thread {threading.current_thread().name}"
+
+    def work(self, x: int) -> str:
+        time.sleep(0.02)  # pretend to do I/O
+        return threading.current_thread().name if os.getpid() == _PARENT else f"pid {os.getpid()}"
+
+    def noop(self) -> None:
+        return None
+
+
+_PARENT = os.getpid()
+
+
+def _noop() -> None:
+    return None
+
+
+def available_modes() -> dict[str, str | None]:
+    """Each mode -> ``None`` if it can run here, else why not."""
+    from concurry.backends import backend_class
+
+    modes: dict[str, str | None] = {}
+    for mode in ExecutionMode:
+        try:
+            backend_class(mode)
+        except (ImportError, ValueError) as exc:
+            modes[mode.value] = str(exc).split(";")[0]
+            continue
+        slow = mode is ExecutionMode.RAY
+        modes[mode.value] = "skipped in the tour (starting Ray takes a while)" if slow else None
+    return modes
+
+
+def section(title: str) -> None:
+    print(f"\n{title}\n{'-' * len(title)}", flush=True)
+
+
+def tour_modes(modes: dict[str, str | None]) -> None:
+    section("1. One worker class, every mode")
+    print(f"{'mode':<9} {'result':<34} ran in", flush=True)
+    for mode, missing in modes.items():
+        if missing:
+            print(f"{mode:<9} {'-':<34} not available: {missing}", flush=True)
+            continue
+        with Greeter.options(mode=mode).init("hi") as g:
+            g.greet("Ada")
+            result, where = gather([g.greet("Bob"), g.where()], timeout=60)
+        print(f"{mode:<9} {result!r:<34} {where}", flush=True)
+
+
+def tour_pool(modes: dict[str, str | None]) -> None:
+    try:
+        import concurry.pool  # noqa: F401
+    except ImportError:
+        has_pool = False
+    else:
+        has_pool = True
+    section(f"2. A pool of {POOL_SIZE} thread workers, {POOL_CALLS} calls, with a progress bar")
+    if has_pool:
+        workers = [Greeter.options(mode="thread", max_workers=POOL_SIZE).init()]
+        futures = [workers[0].work(i) for i in range(POOL_CALLS)]
+    else:  # before pools existed: a few workers and round-robin by hand
+        workers = [Greeter.options(mode="thread").init() for _ in range(POOL_SIZE)]
+        futures = [workers[i % POOL_SIZE].work(i) for i in range(POOL_CALLS)]
+    start = time.perf_counter()
+    names = gather(futures, progress={"desc": "pool", "unit": "call", "file": sys.stdout}, timeout=60)
+    elapsed = time.perf_counter() - start
+    for w in workers:
+        w.stop()
+    print(
+        f"{POOL_CALLS} calls of 20 ms ran on {len(set(names))} workers in {elapsed:.2f} s "
+        f"({POOL_CALLS * 0.02:.1f} s one after another)",
+        flush=True,
+    )
+
+
+def _batch(submit: Any, n: int) -> float:
+    start = time.perf_counter()
+    futures = [submit() for _ in range(n)]
+    cf.wait(futures, timeout=120) if isinstance(futures[0], cf.Future) else gather(futures, timeout=120)
+    return (time.perf_counter() - start) / n
+
+
+def _round_trips(submit: Any, n: int) -> float:
+    start = time.perf_counter()
+    for _ in range(n):
+        submit().result(timeout=60)
+    return (time.perf_counter() - start) / n
+
+
+def measure(submit: Any, calls: int) -> tuple[float, float]:
+    _batch(submit, min(200, calls))  # warm up
+    return _batch(submit, calls), _round_trips(submit, ROUND_TRIPS)
+
+
+def tour_overhead(modes: dict[str, str | None]) -> None:
+    section("3. Per-call overhead on this machine")
+    print(f"| {'what':<34} | {f'{BATCH_CALLS:,} calls, then wait':>24} | {'one call, then wait':>21} |")
+    print(f"|{'-' * 36}|{'-' * 25}:|{'-' * 22}:|", flush=True)
+
+    def row(name: str, figures: tuple[float, float]) -> None:
+        batch, trip = figures
+        print(f"| {name:<34} | {batch * 1e6:>16,.1f} us/call | {trip * 1e6:>13,.1f} us/call |", flush=True)
+
+    for mode, missing in modes.items():
+        if missing:
+            continue
+        calls = BATCH_CALLS // 2 if mode == "process" else BATCH_CALLS
+        with Greeter.options(mode=mode).init() as g:
+            row(f"concurry mode={mode!r}", measure(g.noop, calls))
+    with cf.ThreadPoolExecutor(1) as ex:
+        row("concurrent.futures ThreadPool(1)", measure(lambda: ex.submit(_noop), BATCH_CALLS))
+    with cf.ProcessPoolExecutor(1) as ex:
+        row("concurrent.futures ProcessPool(1)", measure(lambda: ex.submit(_noop), BATCH_CALLS // 2))
+
+
+def main() -> None:
+    start = time.perf_counter()
+    print(
+        f"concurry {concurry.__version__} tour - Python {platform.python_version()} on "
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs",
+        flush=True,
+    )
+    modes = available_modes()
+    tour_modes(modes)
+    tour_pool(modes)
+    tour_overhead(modes)
+    print(f"\nTour finished in {time.perf_counter() - start:.1f} s.", flush=True)
+
+
+if __name__ == "__main__":
+    main()
