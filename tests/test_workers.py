@@ -11,7 +11,7 @@ import pytest
 
 from concurry import BaseFuture, Worker, WorkerStoppedError, worker
 from concurry.options import WorkerOptions
-from conftest import concurry_threads, wait_until
+from conftest import child_pids, concurry_threads, wait_until
 
 # ---- classes used by the tests (module level, so process mode can import them) ----
 
@@ -528,10 +528,11 @@ def test_stop_from_inside_the_worker_does_not_deadlock(m):
 def test_garbage_collected_handle_releases_its_thread(concurrent_mode):
     import gc
 
-    before = set(concurry_threads())
+    before, children = set(concurry_threads()), child_pids()
     assert CounterWorker.options(mode=concurrent_mode).init().incr().result(timeout=10) == 1
     gc.collect()
     assert wait_until(lambda: set(concurry_threads()) <= before, timeout=10)
+    assert wait_until(lambda: child_pids() <= children, timeout=10)
 
 
 def test_resolved_options_are_frozen(mode):
@@ -667,3 +668,30 @@ def test_static_class_methods_dataclasses_abcs_and_slots(mode):
         assert s.get().result(timeout=10) == 5
     finally:
         s.stop()
+
+
+def test_worker_side_traceback_is_visible(mode):
+    import traceback
+
+    w = CounterWorker.options(mode=mode).init()
+    try:
+        exc = w.fail("where did it fail").exception(timeout=10)
+        assert isinstance(exc, KeyError)
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        text += "".join(getattr(exc, "__notes__", []))
+        # the user sees the worker-side frame of the failing method (SPEC §2.3)
+        assert "in fail" in text and "raise KeyError(message)" in text, text
+    finally:
+        w.stop()
+
+
+def test_no_child_process_left_after_stop(mode):
+    before = child_pids()
+    workers = [CounterWorker.options(mode=mode).init() for _ in range(2)]
+    for w in workers:
+        assert w.incr().result(timeout=30) == 1
+    if mode == "process":
+        assert len(child_pids() - before) >= 1
+    for w in workers:
+        w.stop()
+    assert wait_until(lambda: child_pids() <= before, timeout=10), child_pids() - before
