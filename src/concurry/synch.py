@@ -522,10 +522,11 @@ def _wait_inputs(fs: Any, more: tuple[Any, ...], loop: Any = None) -> tuple[_Pla
     return plan, returned
 
 
-def _stops(return_when: ReturnWhen, ok: bool) -> bool:
+def _stops(return_when: ReturnWhen, ok: bool, value: Any) -> bool:
+    """Whether a finished future ends the wait (a cancellation is not an exception, as in cf.wait)."""
     if return_when is ReturnWhen.FIRST_COMPLETED:
         return True
-    return return_when is ReturnWhen.FIRST_EXCEPTION and not ok
+    return return_when is ReturnWhen.FIRST_EXCEPTION and not ok and not isinstance(value, cf.CancelledError)
 
 
 def wait(
@@ -548,7 +549,7 @@ def wait(
 def _wait_plan(plan: _Plan, returned: dict, when: ReturnWhen, timeout: Any, progress: Any) -> Any:
     bar = _bar(progress, plan.total, "wait")
     done_keys = {key for key, _, _ in plan.done}
-    stop = any(_stops(when, ok) for _, ok, _ in plan.done) if plan.done else False
+    stop = any(_stops(when, ok, value) for _, ok, value in plan.done)
     if bar is not None:
         bar.update(len(done_keys))
     if not stop and plan.pending:
@@ -559,7 +560,7 @@ def _wait_plan(plan: _Plan, returned: dict, when: ReturnWhen, timeout: Any, prog
                 done_keys.update(keys)
                 if bar is not None:
                     bar.update(len(keys))
-                if _stops(when, _outcome(future)[0]):
+                if _stops(when, *_outcome(future)):
                     break
         except _Deadline:
             pass
@@ -592,7 +593,7 @@ async def async_wait(
     plan, returned = _wait_inputs(fs, more, loop=asyncio.get_running_loop())
     bar = _bar(progress, plan.total, "wait")
     done_keys = {key for key, _, _ in plan.done}
-    stop = any(_stops(when, ok) for _, ok, _ in plan.done) if plan.done else False
+    stop = any(_stops(when, ok, value) for _, ok, value in plan.done)
     if bar is not None:
         bar.update(len(done_keys))
     if not stop and plan.pending:
@@ -603,7 +604,7 @@ async def async_wait(
                 done_keys.update(keys)
                 if bar is not None:
                     bar.update(len(keys))
-                if _stops(when, _outcome(future)[0]):
+                if _stops(when, *_outcome(future)):
                     break
         except _Deadline:
             pass
