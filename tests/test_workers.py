@@ -695,3 +695,36 @@ def test_no_child_process_left_after_stop(mode):
     for w in workers:
         w.stop()
     assert wait_until(lambda: child_pids() <= before, timeout=10), child_pids() - before
+
+
+def test_calls_racing_with_stop_are_never_lost(concurrent_mode):
+    """Submitters race stop(): every call either raises WorkerStoppedError or gets a future
+    that ends resolved or cancelled (SPEC §13: nothing is lost)."""
+    w = CounterWorker.options(mode=concurrent_mode).init()
+    futures: list = []
+    refused = []
+    go = threading.Event()
+
+    def submitter():
+        go.wait()
+        mine = []
+        try:
+            for _ in range(2000):
+                mine.append(w.incr())
+        except WorkerStoppedError:
+            refused.append(True)
+        futures.extend(mine)
+
+    threads = [threading.Thread(target=submitter) for _ in range(3)]
+    for t in threads:
+        t.start()
+    go.set()
+    time.sleep(0.01)
+    w.stop(timeout=10)
+    for t in threads:
+        t.join(20)
+    assert not any(t.is_alive() for t in threads)
+    _, not_done = cf.wait(futures, timeout=10)
+    assert not not_done, f"{len(not_done)} futures left pending"
+    results = sorted(f.result() for f in futures if not f.cancelled())
+    assert results == list(range(1, len(results) + 1))  # each accepted call ran exactly once
