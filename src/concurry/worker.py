@@ -30,7 +30,11 @@ class WorkerMeta(type):
         return super().__call__(*args, **kwargs)
 
     def options(cls, **options: Any) -> WorkerBuilder:
-        """A builder with these options over the class defaults; the class is left unchanged."""
+        """A builder with these options over the class defaults; the class is left unchanged.
+
+        Options are validated now (unknown names, wrong types and out-of-range values raise
+        ``ValueError``/``TypeError``); limits and retry options are stored, enforced later (§10, §11).
+        """
         return WorkerBuilder(cls, _merge(cls.__concurry_options__, options))
 
     def init(cls, *args: Any, **kwargs: Any) -> Any:
@@ -117,7 +121,12 @@ def worker(cls: None = None, /, **options: Any) -> Callable[[T], T]: ...
 
 
 def worker(cls: type | None = None, /, **options: Any) -> Any:
-    """Make a class a worker: ``@worker`` or ``@worker(mode="thread", ...)``; options become defaults."""
+    """Make a class a worker: ``@worker`` or ``@worker(mode="thread", ...)``; options become defaults.
+
+    Every option of SPEC §2.2 is validated here. ``limits`` and the retry options
+    (``num_retries``, ``retry_on``, ...) are accepted and stored; they are enforced once the
+    limits and retries features land (SPEC §10, §11).
+    """
     validated = validate_options(options)
     if cls is not None:
         if not isinstance(cls, type):
