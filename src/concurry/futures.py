@@ -10,12 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import sys
 import threading
 from collections.abc import Callable, Generator
 from concurrent.futures._base import CANCELLED_AND_NOTIFIED, FINISHED, PENDING, RUNNING
 from typing import Any
 
 CancelledError = cf.CancelledError
+
+if sys.version_info >= (3, 11):
+    _WaitTimeout = TimeoutError  # concurrent.futures.TimeoutError is the builtin since 3.11
+else:
+
+    class _WaitTimeout(cf.TimeoutError, TimeoutError):
+        """Python 3.10: ``concurrent.futures.TimeoutError`` is not the builtin ``TimeoutError``;
+        a wait timeout raises this, which is both, so either ``except`` catches it (SPEC §6)."""
 
 
 class BaseFuture:
@@ -102,6 +111,22 @@ class ConcurrentFuture(cf.Future, BaseFuture):
 
     def __await__(self) -> Generator[Any, None, Any]:
         return asyncio.wrap_future(self).__await__()
+
+    if sys.version_info < (3, 11):
+
+        def result(self, timeout: float | None = None) -> Any:
+            try:
+                return super().result(timeout)
+            except cf.TimeoutError as exc:
+                if self.done() or isinstance(exc, TimeoutError):
+                    raise  # the call itself raised it
+                raise _WaitTimeout(f"future did not finish within {timeout} s") from None
+
+        def exception(self, timeout: float | None = None) -> BaseException | None:
+            try:
+                return super().exception(timeout)
+            except cf.TimeoutError:
+                raise _WaitTimeout(f"future did not finish within {timeout} s") from None
 
     def __repr__(self) -> str:
         return f"<ConcurrentFuture state={self._state.lower()}>"
