@@ -32,6 +32,7 @@ import time
 import weakref
 from collections.abc import Callable
 from multiprocessing.connection import Connection
+from types import FunctionType
 from typing import Any
 
 from ..errors import WorkerCrashedError
@@ -358,11 +359,16 @@ class ProcessBackend(Backend):
             if (
                 not self._queue
                 and not self._writing
-                and len(payload) < _DIRECT_MAX_BYTES
-                and len(self._pending) <= _DIRECT_MAX_INFLIGHT
+                and (
+                    len(self._pending) == 1  # the child is idle: it reads whatever we write
+                    or (
+                        len(self._pending) <= _DIRECT_MAX_INFLIGHT
+                        and child.size_of(payload) < _DIRECT_MAX_BYTES
+                    )
+                )
             ):
                 try:
-                    self._conn.send_bytes(payload)
+                    child.send(self._conn, payload)
                 except OSError:
                     pass  # the child is gone: the reader fails this future
             else:
@@ -378,13 +384,11 @@ class ProcessBackend(Backend):
             )
         return self.stopped_error()
 
-    def _encode(self, name: str, args: tuple, kwargs: dict, future: ConcurrentFuture) -> bytes | None:
+    def _encode(self, name: str, args: tuple, kwargs: dict, future: ConcurrentFuture) -> child.Payload | None:
         """Pickle a call; if it cannot be pickled, fail its future (naming method and type)."""
         call = (name, args, kwargs)
         try:
-            payload = pickle.dumps(call, protocol=5)
-            if b"__main__" not in payload:
-                return payload
+            return child.dump(call, _ByReferencePickler)
         except Exception:
             pass
         try:
@@ -451,7 +455,7 @@ class ProcessBackend(Backend):
     # ---- writer and reader threads ----
 
     def _write(self) -> None:
-        queue, wake, lock, send = self._queue, self._wake, self._lock, self._conn.send_bytes
+        queue, wake, lock, conn = self._queue, self._wake, self._lock, self._conn
         while True:
             wake.wait()
             with lock:
@@ -462,7 +466,7 @@ class ProcessBackend(Backend):
                 if not items and (self._crashed or self._closed):
                     return
             try:
-                stop = _send_batches(items, send)
+                stop = _send_batches(items, conn)
             except OSError:
                 stop = True  # the child is gone: the reader fails what is unfinished
             with lock:
@@ -579,15 +583,21 @@ class ProcessBackend(Backend):
             reader.join()
 
 
-def _send_batches(items: list, send: Callable[[bytes], None]) -> bool:
+def _send_batches(items: list, conn: Connection) -> bool:
     """Write queued payloads, several per message; True if the stop message was among them."""
     batch: list[bytes] = []
     size = 0
+    send = conn.send_bytes
     for item in items:
         if item is _STOP:
             _flush_batch(batch, send)
             send(_STOP_MESSAGE)
             return True
+        if type(item) is not bytes:  # a large call, in chunks: sent on its own
+            _flush_batch(batch, send)
+            batch, size = [], 0
+            child.write_chunks(conn.fileno(), item)
+            continue
         if batch and size + len(item) > _BATCH_MAX_BYTES:
             _flush_batch(batch, send)
             batch, size = [], 0
@@ -602,6 +612,25 @@ def _flush_batch(batch: list[bytes], send: Callable[[bytes], None]) -> None:
         send(batch[0])
     elif batch:
         send(pickle.dumps(batch, protocol=5))
+
+
+class _MainObject(Exception):
+    """Raised while pickling a call that refers to ``__main__``: cloudpickle must take it."""
+
+
+class _ByReferencePickler(pickle.Pickler):
+    """Plain pickle, refusing ``__main__`` classes, functions and instances.
+
+    Plain pickle would write them as references the child cannot resolve (its ``__main__`` is
+    not the user's script); cloudpickle sends them by value. Builtin types never reach this hook.
+    """
+
+    def reducer_override(self, obj: Any) -> Any:
+        kind = type(obj)
+        module = obj.__module__ if kind is type or kind is FunctionType else kind.__module__
+        if module == "__main__":
+            raise _MainObject
+        return NotImplemented
 
 
 def _first_failure(futures: list) -> BaseException | None:

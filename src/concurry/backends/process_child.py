@@ -39,16 +39,59 @@ _BATCH_SECONDS = 0.001  # results of a batch are held back at most this long
 _BIG = 64 * 1024  # outcomes at least this big are sent on their own, not copied into a batch
 _CONTROL_SIZE = 16  # int64 at 0: index of the call starting; int64 at 8: cancel watermark
 _INT = struct.Struct("q")
+_HEADER = struct.Struct("!i")
+_BIG_HEADER = struct.Struct("!iQ")
 
 
-def dumps(value: Any) -> bytes:
+class _Chunks(list):
+    """A file for ``Pickler`` that keeps what it is given: large ``bytes`` arrive uncopied."""
+
+    write = list.append
+
+
+Payload = bytes | list  # one pickle: a bytes object, or the chunks of a large one
+
+
+def dump(value: Any, pickler: type[pickle.Pickler] = pickle.Pickler) -> Payload:
+    """Pickle ``value`` without copying large buffers; ``bytes`` when it fits in one chunk."""
+    chunks = _Chunks()
+    pickler(chunks, 5).dump(value)
+    return chunks[0] if len(chunks) == 1 else list(chunks)
+
+
+def dumps(value: Any) -> Payload:
     """Plain pickle, or cloudpickle for what plain pickle cannot do (lambdas, local classes)."""
     try:
-        return pickle.dumps(value, protocol=5)
+        return dump(value)
     except Exception:
         import cloudpickle
 
         return cloudpickle.dumps(value, protocol=5)
+
+
+def size_of(payload: Payload) -> int:
+    return len(payload) if type(payload) is bytes else sum(memoryview(c).nbytes for c in payload)
+
+
+def write_chunks(fd: int, chunks: list) -> None:
+    """Send one message made of ``chunks`` in ``Connection``'s framing, with gathered writes."""
+    size = sum(memoryview(c).nbytes for c in chunks)
+    header = _HEADER.pack(size) if size <= 0x7FFFFFFF else _BIG_HEADER.pack(-1, size)
+    views = [memoryview(header)] + [memoryview(c).cast("B") for c in chunks]
+    while views:
+        written = os.writev(fd, views[:512])
+        while views and written >= views[0].nbytes:
+            written -= views[0].nbytes
+            views.pop(0)
+        if written:
+            views[0] = views[0][written:]
+
+
+def send(conn: Connection, payload: Payload) -> None:
+    if type(payload) is bytes:
+        conn.send_bytes(payload)
+    else:
+        write_chunks(conn.fileno(), payload)
 
 
 def encode_error(exc: BaseException) -> tuple:
@@ -56,7 +99,9 @@ def encode_error(exc: BaseException) -> tuple:
     text = str(exc)
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     try:
-        data: bytes | None = dumps(exc)
+        data: Any = dumps(exc)
+        if type(data) is list:
+            data = b"".join(data)
         pickle.loads(data)
     except Exception:
         data = None
@@ -76,7 +121,7 @@ def _is_future(value: Any) -> bool:
     return isinstance(value, concurrent.futures.Future) or type(value).__module__ == "concurry.futures"
 
 
-def encode_outcome(status: int, value: Any, where: str) -> bytes:
+def encode_outcome(status: int, value: Any, where: str) -> Payload:
     """Pickle one outcome; an unpicklable result becomes a ``TypeError`` naming method and type."""
     if status == OK and value is not None and _is_future(value):
         status, value = FUTURE, _outcome_of_future(value)
@@ -99,10 +144,11 @@ class _Sender:
         self.held: list[bytes] = []
         self.since = 0.0
 
-    def add(self, payload: bytes, more: bool) -> None:
-        if len(payload) >= _BIG:
+    def add(self, payload: Payload, more: bool) -> None:
+        if type(payload) is not bytes or len(payload) >= _BIG:
             self.flush()
-            self.conn.send_bytes(payload)
+            _flush_std_streams()
+            send(self.conn, payload)
             return
         if not self.held:
             self.since = time.perf_counter()

@@ -1,0 +1,163 @@
+"""Process mode (issue #3 "Performance"), each row against a baseline measured in the same run:
+
+- 2k no-op calls then wait all        vs ``ProcessPoolExecutor(1)``: <= 50 us/call and <= 0.2x
+- one call and wait, repeated         vs ``ProcessPoolExecutor(1)``: <= 150 us and <= 0.4x
+- start to first result (one worker)  vs ``ProcessPoolExecutor(1)`` start to first result: <= 150 ms
+- 1 MB bytes argument round trip      vs a bare ``multiprocessing.Pipe`` echo: <= 1.5x
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+import time
+
+from common import Row, best_of, timed
+from concurry import worker
+
+TITLE = "Process mode: single-worker overhead"
+
+BATCH_CALLS = 2_000
+ROUND_TRIPS = 500
+MB = 1 << 20
+
+
+class Echo:
+    def noop(self) -> None:
+        return None
+
+    def echo(self, value: bytes) -> bytes:
+        return value
+
+
+EchoWorker = worker(Echo)
+
+
+def _ours(body, units: int, repeat: int = 5) -> float:
+    w = EchoWorker.options(mode="process").init()
+    w.noop().result()
+    try:
+        return best_of(lambda: timed(lambda: body(w), units), repeat=repeat)
+    finally:
+        w.stop()
+
+
+def _pool(body, units: int, repeat: int = 5) -> float:
+    pool = cf.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    pool.submit(int).result()  # ``int()`` is a picklable no-op
+    try:
+        return best_of(lambda: timed(lambda: body(pool), units), repeat=repeat)
+    finally:
+        pool.shutdown()
+
+
+def batch() -> tuple[float, float]:
+    def ours(w) -> None:
+        noop = w.noop
+        for f in [noop() for _ in range(BATCH_CALLS)]:
+            f.result()
+
+    def base(pool) -> None:
+        submit = pool.submit
+        for f in [submit(int) for _ in range(BATCH_CALLS)]:
+            f.result()
+
+    return _ours(ours, BATCH_CALLS), _pool(base, BATCH_CALLS)
+
+
+def round_trip() -> tuple[float, float]:
+    def ours(w) -> None:
+        noop = w.noop
+        for _ in range(ROUND_TRIPS):
+            noop().result()
+
+    def base(pool) -> None:
+        submit = pool.submit
+        for _ in range(ROUND_TRIPS):
+            submit(int).result()
+
+    return _ours(ours, ROUND_TRIPS), _pool(base, ROUND_TRIPS // 2)
+
+
+def start_up() -> tuple[float, float]:
+    def ours() -> float:
+        start = time.perf_counter()
+        w = EchoWorker.options(mode="process").init()
+        w.noop().result()
+        elapsed = time.perf_counter() - start
+        w.stop()
+        return elapsed
+
+    def base() -> float:
+        start = time.perf_counter()
+        pool = cf.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        pool.submit(int).result()
+        elapsed = time.perf_counter() - start
+        pool.shutdown()
+        return elapsed
+
+    return best_of(ours, repeat=5), best_of(base, repeat=3)
+
+
+def _echo_loop(conn) -> None:
+    while True:
+        try:
+            data = conn.recv_bytes()
+        except EOFError:
+            return
+        conn.send_bytes(data)
+
+
+def megabyte() -> tuple[float, float]:
+    data = os.urandom(MB)
+    rounds = 50
+
+    def ours(w) -> None:
+        echo = w.echo
+        for _ in range(rounds):
+            echo(data).result()
+
+    mine = _ours(ours, rounds)
+    here, there = multiprocessing.Pipe()
+    process = multiprocessing.get_context("fork").Process(target=_echo_loop, args=(there,), daemon=True)
+    process.start()
+    there.close()
+
+    def bare() -> None:
+        for _ in range(rounds):
+            here.send_bytes(data)
+            here.recv_bytes()
+
+    try:
+        bare()
+        base = best_of(lambda: timed(bare, rounds))
+    finally:
+        here.close()
+        process.join(5)
+    return mine, base
+
+
+def run() -> list[Row]:
+    rows = []
+    mine, base = batch()
+    rows.append(Row(
+        f"process, {BATCH_CALLS:,} no-op calls then wait all", mine, "ProcessPoolExecutor(1)", base,
+        budget="<= 50 us and <= 0.2x", ok=mine <= 50e-6 and mine <= 0.2 * base,
+    ))
+    mine, base = round_trip()
+    rows.append(Row(
+        "process, one call and wait, repeated", mine, "ProcessPoolExecutor(1)", base,
+        budget="<= 150 us and <= 0.4x", ok=mine <= 150e-6 and mine <= 0.4 * base,
+    ))
+    mine, base = start_up()
+    rows.append(Row(
+        "process, start to first result", mine, "ProcessPoolExecutor(1), spawn", base,
+        unit="ms", budget="<= 150 ms", ok=mine <= 0.150,
+    ))
+    mine, base = megabyte()
+    rows.append(Row(
+        "process, 1 MB bytes argument round trip", mine, "bare multiprocessing.Pipe echo", base,
+        budget="<= 1.5x", ok=mine <= 1.5 * base,
+    ))
+    return rows
