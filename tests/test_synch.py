@@ -360,6 +360,31 @@ def test_gather_and_wait_with_progress(calc):
     assert "4/4" in out.getvalue()
 
 
+def test_progress_bar_colour_tells_how_it_ended(threads):
+    green, red, grey = "\x1b[32m", "\x1b[31m", "\x1b[38;2;128;128;128m"
+    out = io.StringIO()
+    gather([threads[0].square(2)], progress={"file": out})
+    assert green in out.getvalue()
+    out = io.StringIO()
+    with pytest.raises(ValueError):
+        gather([threads[1].fail("no"), SyncFuture(1)], progress={"file": out})
+    assert red in out.getvalue()
+    out = io.StringIO()
+    wait([pending(), SyncFuture(1)], timeout=0.05, progress={"file": out})
+    assert grey in out.getvalue() and "1/2" in out.getvalue()
+
+
+def test_async_gather_with_progress():
+    out = io.StringIO()
+
+    async def main():
+        settings = {"desc": "aio", "file": out}
+        return await async_gather([asyncio.sleep(0.01, 1), SyncFuture(2)], progress=settings)
+
+    assert asyncio.run(main()) == [1, 2]
+    assert "aio" in out.getvalue() and "2/2" in out.getvalue()
+
+
 def test_progress_true_draws_on_stderr(capsys):
     gather([SyncFuture(1), resolved_later(2, 0.01)], progress=True)
     assert "2/2" in capsys.readouterr().err
