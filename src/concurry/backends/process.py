@@ -130,6 +130,13 @@ def _describe_exit(code: int | None) -> str:
     return f"exited with code {code}"
 
 
+class RemoteTraceback(Exception):
+    """The worker process's traceback, chained as ``__cause__`` where notes don't exist (3.10)."""
+
+    def __str__(self) -> str:
+        return f"\n--- traceback in the worker process ---\n{self.args[0]}"
+
+
 def decode_error(value: tuple) -> BaseException:
     """Rebuild an exception sent by the child, with the child's traceback attached as a note."""
     data, type_name, text, tb = value
@@ -143,6 +150,9 @@ def decode_error(value: tuple) -> BaseException:
         exc = RuntimeError(f"{type_name}: {text}")
     try:
         exc.add_note(f"\n--- traceback in the worker process ---\n{tb.rstrip()}")
+    except AttributeError:  # Python 3.10: no notes; chain it, as ProcessPoolExecutor does
+        if exc.__cause__ is None:
+            exc.__cause__ = RemoteTraceback(tb.rstrip())
     except Exception:
         pass
     return exc
