@@ -7,7 +7,15 @@ import threading
 
 import pytest
 from morphic import Typed, validate
-from pydantic import BaseModel, Field, ValidationError, validate_call
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    model_validator,
+    validate_call,
+)
 
 from concurry import worker
 from conftest import concurry_threads
@@ -57,6 +65,24 @@ class RobustWorker(Typed):
 
 
 HOOK_CALLS: list = []
+
+
+class Cache(BaseModel):
+    """Aliases, private attributes and an after-validator: all must work across the worker."""
+
+    model_config = ConfigDict(populate_by_name=True)
+    n: int = Field(alias="count")
+    _cache: dict = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.n < 0:
+            raise ValueError("n must be >= 0")
+        return self
+
+    def put(self, key: str, value: int) -> int:
+        self._cache[key] = value
+        return len(self._cache) + self.n
 
 
 class MorphicCalc:
@@ -191,3 +217,15 @@ def test_validated_methods_reject_bad_arguments_through_the_future(mode, cls):
         assert w.calculate(1, 1).result(timeout=10) == 2  # still usable
     finally:
         w.stop()
+
+
+def test_pydantic_aliases_private_attributes_and_model_validators(mode):
+    for kwargs in ({"count": "3"}, {"n": 3}):
+        w = worker(Cache).options(mode=mode).init(**kwargs)
+        try:
+            assert w.put("a", 1).result(timeout=10) == 4
+            assert w.put("b", 2).result(timeout=10) == 5  # private state persists
+        finally:
+            w.stop()
+    with pytest.raises(ValidationError, match="n must be >= 0"):
+        worker(Cache).options(mode=mode).init(count=-1)
