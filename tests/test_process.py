@@ -463,3 +463,68 @@ def test_killed_parent_leaves_no_orphans(tmp_path, busy):
         parent.kill()
         parent.wait()
         parent.stdout.close()
+
+
+NESTED_SCRIPT = textwrap.dedent(
+    """
+    import dataclasses, os
+    import pydantic
+    from concurry import worker
+
+    @dataclasses.dataclass
+    class Point:
+        x: int
+
+    class Model(pydantic.BaseModel):
+        a: int
+
+    @worker(mode="process")
+    class Inner:
+        def where(self):
+            return os.getpid()
+
+    @worker(mode="process")
+    class Outer:
+        def __init__(self):
+            self.inner = Inner.init()
+        def pids(self):
+            return os.getpid(), self.inner.where().result()
+        def move(self, p):
+            return Point(p.x + 1)
+        def build(self, model_cls):
+            return model_cls(a="3")
+        def stop(self):
+            self.inner.stop()
+
+    o = Outer.init()
+    outer_pid, inner_pid = o.pids().result()
+    print("distinct", len({os.getpid(), outer_pid, inner_pid}) == 3)
+    moved = o.move(Point(1)).result()
+    print("point", isinstance(moved, Point), moved.x)
+    built = o.build(Model).result()
+    print("model", isinstance(built, Model), built.a)
+    o.stop()
+
+    @worker(mode="thread")
+    class Owner:
+        def __init__(self):
+            self.inner = Inner.init()
+        def where(self):
+            return self.inner.where()
+        def stop(self):
+            self.inner.stop()
+
+    t = Owner.init()
+    print("thread owns process", t.where().result().result() != os.getpid())
+    t.stop()
+    """
+)
+
+
+def test_nesting_and_main_objects_round_trip(tmp_path):
+    path = tmp_path / "nested.py"
+    path.write_text(NESTED_SCRIPT)
+    proc = _run([sys.executable, str(path)], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    for line in ["distinct True", "point True 2", "model True 3", "thread owns process True"]:
+        assert line in proc.stdout, proc.stdout + proc.stderr

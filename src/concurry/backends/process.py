@@ -187,6 +187,9 @@ def _stop_all_at_exit() -> None:
 class ProcessBackend(Backend):
     """A child process that owns the instance and runs calls in submission order."""
 
+    _crashed = False
+    _reader: threading.Thread | None = None
+
     # ---- starting ----
 
     def start(self) -> None:
@@ -265,7 +268,7 @@ class ProcessBackend(Backend):
             ppid=os.getpid(),
         )
         return subprocess.Popen(
-            [sys.executable, "-u", "-c", code],
+            [sys.executable, *subprocess._args_from_interpreter_flags(), "-u", "-c", code],
             pass_fds=(fd, control_fd),
             close_fds=True,
             stdin=subprocess.DEVNULL,
@@ -536,8 +539,9 @@ class ProcessBackend(Backend):
         writer = getattr(self, "_writer", None)
         if writer is not None and writer is not threading.current_thread():
             writer.join()
-        self._conn.close()
-        self._control.close()
+        with self._lock:
+            self._conn.close()
+            self._control.close()
         _live.discard(self)
 
     def _reap(self, deadline: float) -> None:
@@ -556,7 +560,7 @@ class ProcessBackend(Backend):
     # ---- stopping ----
 
     def stop(self, timeout: float | None = None, cancel_futures: bool = False, wait: bool = True) -> None:
-        reader = getattr(self, "_reader", None)
+        reader = self._reader
         if not self._begin_stop():
             if wait and reader is not None and reader is not threading.current_thread():
                 reader.join(timeout)
@@ -637,7 +641,7 @@ class _ByReferencePickler(pickle.Pickler):
 
     def reducer_override(self, obj: Any) -> Any:
         kind = type(obj)
-        module = obj.__module__ if kind is type or kind is FunctionType else kind.__module__
+        module = obj.__module__ if kind is FunctionType or isinstance(obj, type) else kind.__module__
         if module == "__main__":
             raise _MainObject
         return NotImplemented

@@ -272,5 +272,20 @@ def _loop(conn: Connection, runtime: Any, control: mmap.mmap) -> None:
 
 
 def main(fd: int, control_fd: int, parent_pid: int) -> None:
-    """Entry point of a spawned child (see ``process.BOOTSTRAP``)."""
-    serve(fd, control_fd, parent_pid)
+    """Entry point of a spawned child (see ``process.BOOTSTRAP``).
+
+    After the loop, exit handlers run (workers the instance created are stopped), then the
+    process exits without waiting for threads the user's code may have left running.
+    """
+    code = 0
+    try:
+        serve(fd, control_fd, parent_pid)
+    except BaseException:
+        code = 1
+        traceback.print_exc()
+    finally:
+        import atexit
+
+        atexit._run_exitfuncs()
+        _flush_std_streams()
+        os._exit(code)
