@@ -318,3 +318,14 @@ def test_task_rejects_bad_options():
         task(mode="warp")
     with pytest.raises(TypeError, match="blocking must be True or False"):
         task(mode="thread", blocking="yes")
+
+
+def test_map_with_progress_bar(mode):
+    tw = TaskWorker.options(mode=mode).init()
+    try:
+        assert list(tw.map(square, range(10), progress=True)) == [x * x for x in range(10)]
+        assert list(tw.map(square, range(3), progress={"desc": "squares"})) == [0, 1, 4]
+        with pytest.raises(ValueError, match="bad item 3"):
+            list(tw.map(fail_on, range(5), progress=True))
+    finally:
+        tw.stop()
