@@ -234,21 +234,12 @@ def test_submission_never_blocks_and_backend_holds_at_most_max_queued(pool_mode,
     backend_cls = backend_class(ExecutionMode.parse(pool_mode))
     original_submit = backend_cls.submit
     lock = threading.Lock()
-    held: dict[int, int] = {}
     most: dict[int, int] = {}
 
     def spy_submit(self, name, args, kwargs, future=None):
-        key = id(self)
-        with lock:
-            held[key] = held.get(key, 0) + 1
-            most[key] = max(most.get(key, 0), held[key])
         result = original_submit(self, name, args, kwargs, future)
-
-        def release(_):
-            with lock:
-                held[key] -= 1
-
-        result.add_done_callback(release)
+        with lock:  # what this worker's backend holds right after taking the call
+            most[id(self)] = max(most.get(id(self), 0), self.unfinished)
         return result
 
     monkeypatch.setattr(backend_cls, "submit", spy_submit)
@@ -499,3 +490,46 @@ def test_executor_pool_shutdown():
 def test_on_demand_taskworker():
     with TaskWorker.options(mode="thread", on_demand=True, max_workers=2).init() as pool:
         assert list(pool.map(square, range(5))) == [0, 1, 4, 9, 16]
+
+
+# ---- interpreter exit ----
+
+EXIT_SCRIPT = """
+import os, time
+from concurry import worker
+
+@worker
+class Sleeper:
+    def nap(self, s):
+        time.sleep(s)
+        return os.getpid()
+
+pool = Sleeper.options(mode={mode!r}, max_workers=2, on_demand={on_demand!r}, max_queued_tasks=1).init()
+futures = [pool.nap(0.05) for _ in range(6)]
+print("workers", futures[0].result(timeout=30), futures[1].result(timeout=30), flush=True)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("on_demand", [False, True])
+def test_exit_without_stop_does_not_hang_or_leak(pool_mode, on_demand, tmp_path):
+    """A script that never stops its pool (calls still queued) exits promptly and leaves no child."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "exit.py"
+    script.write_text(EXIT_SCRIPT.format(mode=pool_mode, on_demand=on_demand))
+    children = child_pids()
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    pids = [int(p) for p in proc.stdout.split("workers", 1)[1].split()]
+    assert wait_until(lambda: not (child_pids() - children))
+    assert wait_until(lambda: not any(_alive(pid) for pid in pids if pid != os.getpid()))

@@ -13,6 +13,7 @@ import collections
 import concurrent.futures as cf
 import itertools
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -52,6 +53,7 @@ class OnDemandCore:
         self._cond = threading.Condition(threading.Lock())
         self._waiting: collections.deque = collections.deque()
         self._running: set[cf.Future] = set()  # calls a runner has taken (worker starting or running)
+        self._backends: set = set()  # the workers the runners hold now
         self._runners = 0
         self._total = 0
         self._created = itertools.count(1)
@@ -120,6 +122,8 @@ class OnDemandCore:
         backend = backend_class(self.options.mode)(
             self.cls, self.args, self.kwargs, self.options, f"{self.name}.{next(self._created)}"
         )
+        with self._cond:
+            self._backends.add(backend)
         try:
             try:
                 backend.start()
@@ -142,6 +146,7 @@ class OnDemandCore:
                 pass
             with self._cond:
                 self._running.discard(future)
+                self._backends.discard(backend)
 
     # ---- stop ----
 
@@ -153,6 +158,9 @@ class OnDemandCore:
             if wait:
                 self._finished.wait(timeout)
             return
+        if sys.is_finalizing():  # runners cannot run any more: cancel and release at once
+            self._shutdown_at_exit()
+            return
         if wait:
             self._shutdown(timeout, cancel_futures)
             return
@@ -162,7 +170,21 @@ class OnDemandCore:
                 name=f"concurry-pool-stop-{self.name}",
             ).start()
         except RuntimeError:  # interpreter shutting down
-            self._shutdown(0.0, True)
+            self._shutdown_at_exit()
+
+    def _shutdown_at_exit(self) -> None:
+        with self._cond:
+            leftovers = [item[0] for item in self._waiting] + list(self._running)
+            self._waiting.clear()
+            backends = list(self._backends)
+        for future in leftovers:
+            force_cancel(future)
+        for backend in backends:
+            try:
+                backend.stop(0.0, True, False)
+            except Exception:
+                pass
+        self._finished.set()
 
     def _shutdown(self, timeout: float | None, cancel_futures: bool) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout

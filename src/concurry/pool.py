@@ -6,16 +6,20 @@ this call), the call goes straight to the backend's ``submit``. Otherwise the ca
 future at once and waits in that worker's own deque inside the library; a dispatcher thread
 hands it to the backend when a slot frees. The caller never blocks.
 
-Each worker's counters (``pending``: assigned and unfinished; ``inflight``: held by the
-backend; ``total``: ever assigned) are kept under the worker's own lock and decremented by the
-future's done callback. A process worker that dies is replaced in the background; only the
-calls it held fail (with ``WorkerCrashedError``), the calls waiting for it go to its successor.
+There is no done callback per call: each backend counts its own unfinished calls
+(``backend.unfinished``), which the cap check, the ``active`` algorithm and ``pool_stats()``
+read. When calls wait, the dispatcher is woken by a done callback on one handed-over future,
+chosen so that the backend is down to half its cap when it fires.
+
+A process worker that dies is replaced in the background; only the calls it held fail (with
+``WorkerCrashedError``), the calls waiting for it go to its successor.
 """
 
 from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
+import heapq
 import itertools
 import sys
 import threading
@@ -25,7 +29,6 @@ from typing import Any
 
 from .backends import Backend, backend_class
 from .balancing import Balancer, make_balancer
-from .constants import LoadBalancingAlgorithm
 from .errors import WorkerCrashedError, WorkerStoppedError
 from .futures import BaseFuture, ConcurrentFuture, force_cancel, set_outcome
 from .options import WorkerOptions
@@ -98,8 +101,9 @@ def stop_backends(backends: list[Backend], timeout: float | None, cancel_futures
         except Exception:
             pass
 
-    if len(backends) == 1:
-        stop(backends[0])
+    if len(backends) == 1 or sys.is_finalizing():  # (a thread started at exit never runs)
+        for backend in backends:
+            stop(backend)
         return
     helpers = []
     for backend in backends:
@@ -117,53 +121,49 @@ def stop_backends(backends: list[Backend], timeout: float | None, cancel_futures
 
 
 class _Slot:
-    """One worker position: its current backend, its counters and its waiting calls."""
+    """One worker position: its current backend, its counters and its waiting calls.
 
-    __slots__ = (  # noqa: RUF023 - grouped by meaning
-        "index", "backend", "live", "dead", "pending", "inflight", "total", "restarts",
-        "queue", "lock", "direct_done", "queued_done", "inflight_done",
-    )
+    The backend counts its own unfinished calls (``backend.unfinished``); the slot adds the
+    calls waiting in ``queue`` and remembers the last futures it handed over (``recent``), so
+    that it can be woken when the backend has drained to half its cap without a done callback
+    on every call.
+    """
+
+    __slots__ = ("backend", "dead", "index", "live", "lock", "queue", "recent", "restarts", "total", "wake")
 
     def __init__(self, index: int, backend: Backend, core: PoolCore):
         self.index = index
         self.backend = backend
         self.live = True  # False while a replacement starts, or for good once ``dead``
         self.dead = False
-        self.pending = 0  # assigned and not finished (in the backend or waiting in ``queue``)
-        self.inflight = 0  # handed to the backend and not finished
-        self.total = 0
+        self.total = 0  # calls ever assigned to this position
         self.restarts = 0
-        self.queue: collections.deque = collections.deque()
-        self.lock = threading.Lock()
-        self._make_callbacks(core)
+        self.queue: collections.deque = collections.deque()  # (future, name, args, kwargs)
+        self.recent: collections.deque = collections.deque(maxlen=max(1, min(core.cap, 4096)))
+        # Re-entrant: a queued call's future may fail inside ``submit`` (unpicklable argument)
+        # and run a user callback that calls the pool again, on this thread.
+        self.lock = threading.RLock()
+        wake, slot = core.dispatcher.wake, self
+        self.wake = lambda _future=None: wake(slot)
 
-    def _make_callbacks(self, core: PoolCore) -> None:
-        slot, lock, wake, low = self, self.lock, core.dispatcher.wake, core.low_water
+    @property
+    def in_backend(self) -> int:
+        return getattr(self.backend, "unfinished", 0)
 
-        def direct_done(future: cf.Future) -> None:
-            with lock:
-                slot.pending -= 1
-                slot.inflight -= 1
-                refill = slot.queue and slot.live and slot.inflight <= low
-            if refill:
-                wake(slot)
-            if future._exception is not None and isinstance(future._exception, WorkerCrashedError):
-                core.check_crash(slot)
+    @property
+    def pending(self) -> int:
+        """Assigned and not finished: in the backend or waiting in the library's queue."""
+        return self.in_backend + len(self.queue)
 
-        def queued_done(future: cf.Future) -> None:
-            with lock:
-                slot.pending -= 1
-
-        def inflight_done(future: cf.Future) -> None:
-            with lock:
-                slot.inflight -= 1
-                refill = slot.queue and slot.live and slot.inflight <= low
-            if refill:
-                wake(slot)
-            if future._exception is not None and isinstance(future._exception, WorkerCrashedError):
-                core.check_crash(slot)
-
-        self.direct_done, self.queued_done, self.inflight_done = direct_done, queued_done, inflight_done
+    def watch_target(self, low: int) -> cf.Future | None:
+        """An unfinished handed-over future after whose end at most ``low`` calls remain in the
+        backend (calls of one worker finish in order); None if none is known."""
+        recent = list(self.recent)
+        start = max(0, len(recent) - low - 1)
+        for future in recent[start::-1] + recent[start + 1:]:
+            if not future.done():
+                return future
+        return None
 
     def take_queue(self) -> list:
         with self.lock:
@@ -181,22 +181,30 @@ class _Slot:
         return "stopped" if self.backend.stopped else "running"
 
 
+_RETRY_DELAY = 0.002  # a backend still counts a call that just ended: look again this much later
+
+
 class _Dispatcher:
-    """Hands waiting calls to backends as slots free. One thread per pool, started on first
+    """Hands waiting calls to backends as they drain. One thread per pool, started on first
     need; the caller never waits for it."""
 
     def __init__(self, core: PoolCore):
         self._core = core
         self._cond = threading.Condition(threading.Lock())
         self._ready: collections.deque = collections.deque()
+        self._later: list[tuple[float, int, _Slot]] = []  # heap of delayed wake-ups
+        self._seq = itertools.count()
         self._thread: threading.Thread | None = None
         self._closed = False
 
-    def wake(self, slot: _Slot) -> None:
+    def wake(self, slot: _Slot, delay: float = 0.0) -> None:
         with self._cond:
             if self._closed:
                 return
-            self._ready.append(slot)
+            if delay:
+                heapq.heappush(self._later, (time.monotonic() + delay, next(self._seq), slot))
+            else:
+                self._ready.append(slot)
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name=f"concurry-pool-dispatch-{self._core.name}", daemon=True
@@ -210,15 +218,24 @@ class _Dispatcher:
             self._closed = True
             self._cond.notify()
 
+    def _next(self) -> _Slot | None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                while self._later and self._later[0][0] <= now:
+                    self._ready.append(heapq.heappop(self._later)[2])
+                if self._ready:
+                    return self._ready.popleft()
+                if self._closed:
+                    return None
+                self._cond.wait(self._later[0][0] - now if self._later else None)
+
     def _run(self) -> None:
         hand_off = self._core.hand_off
         while True:
-            with self._cond:
-                while not self._ready and not self._closed:
-                    self._cond.wait()
-                if not self._ready:
-                    return
-                slot = self._ready.popleft()
+            slot = self._next()
+            if slot is None:
+                return
             try:
                 hand_off(slot)
             except Exception:  # never let the dispatcher die; the stop sweep resolves leftovers
@@ -239,10 +256,9 @@ class PoolCore:
         self.max_queued_tasks = cap
         self.cap = _NO_CAP if cap is None else cap
         # Waiting calls are handed over in batches: the dispatcher is woken once a backend is
-        # down to half its cap, not at every finished call (one wake-up per call costs more
-        # than the call itself for small process calls).
+        # down to half its cap, not at every finished call (one wake-up per call would cost
+        # more than a small process call itself).
         self.low_water = self.cap // 2
-        self.lean = False  # set by start(): see _lean_caller
         self.closed = False
         self.dispatcher = _Dispatcher(self)
         self.slots: list[_Slot] = []
@@ -269,11 +285,6 @@ class PoolCore:
             stop_backends(started, 1.0, True)
             raise error
         self.slots = [_Slot(i, b, self) for i, b in enumerate(backends)]
-        self.lean = (
-            self.max_queued_tasks is None
-            and self.options.load_balancing is not LoadBalancingAlgorithm.ACTIVE
-            and not any(hasattr(b, "crashed") for b in backends)
-        )
         self.balancer = make_balancer(self.options.load_balancing, self.slots)
 
     # ---- calls ----
@@ -283,48 +294,33 @@ class PoolCore:
 
     def caller(self, name: str) -> Callable[..., BaseFuture]:
         """The fast path for one method (see the module docstring)."""
-        if self.lean:
-            return self._lean_caller(name)
         core, slots, pick, cap, place = self, self.slots, self.balancer.pick, self.cap, self.place
+        uncapped = self.max_queued_tasks is None
 
-        def call(*args: Any, **kwargs: Any) -> BaseFuture:
+        def call_capped(*args: Any, **kwargs: Any) -> BaseFuture:
             if core.closed:
                 raise core.stopped_error()
             slot = slots[pick()]
-            with slot.lock:
-                direct = slot.live and slot.inflight < cap and not slot.queue
-                if direct:
-                    slot.pending += 1
-                    slot.inflight += 1
+            with slot.lock:  # held across submit: the cap check and the hand-over are one step
+                backend = slot.backend
+                if not (slot.live and not slot.queue and backend.unfinished < cap):
+                    direct = False
+                else:
+                    direct = True
                     slot.total += 1
-                    backend = slot.backend
+                    try:
+                        future = backend.submit(name, args, kwargs)
+                    except BaseException as exc:
+                        slot.total -= 1
+                        error = exc
+                    else:
+                        slot.recent.append(future)
+                        return future
             if not direct:
                 return place(slot, name, args, kwargs)
-            try:
-                future = backend.submit(name, args, kwargs)
-            except BaseException as exc:
-                with slot.lock:
-                    slot.pending -= 1
-                    slot.inflight -= 1
-                    slot.total -= 1
-                if not isinstance(exc, (WorkerCrashedError, WorkerStoppedError)):
-                    raise
-                if core.closed:
-                    raise core.stopped_error() from None
-                core.worker_failed(slot, backend)
-                return place(slot, name, args, kwargs)
-            future.add_done_callback(slot.direct_done)
-            return future
+            return handle_failure(slot, backend, error, args, kwargs)
 
-        return call
-
-    def _lean_caller(self, name: str) -> Callable[..., BaseFuture]:
-        """No cap, no ``active`` balancing, a backend that cannot crash: nothing needs to know
-        when a call finishes, so no done callback (it would cost a fifth of a thread call).
-        Statistics then read the backend's own ``unfinished`` count."""
-        core, slots, pick, place = self, self.slots, self.balancer.pick, self.place
-
-        def call(*args: Any, **kwargs: Any) -> BaseFuture:
+        def call_uncapped(*args: Any, **kwargs: Any) -> BaseFuture:
             if core.closed:
                 raise core.stopped_error()
             slot = slots[pick()]
@@ -340,15 +336,23 @@ class PoolCore:
             except BaseException as exc:
                 with slot.lock:
                     slot.total -= 1
-                if isinstance(exc, WorkerStoppedError):
-                    raise core.stopped_error() from None
-                raise
+                return handle_failure(slot, backend, exc, args, kwargs)
 
-        return call
+        def handle_failure(
+            slot: _Slot, backend: Backend, error: BaseException, args: tuple, kwargs: dict
+        ) -> BaseFuture:
+            if not isinstance(error, (WorkerCrashedError, WorkerStoppedError)):
+                raise error
+            if core.closed:
+                raise core.stopped_error() from None
+            core.worker_failed(slot, backend)
+            return place(slot, name, args, kwargs)
+
+        return call_uncapped if uncapped else call_capped
 
     def place(self, slot: _Slot, name: str, args: tuple, kwargs: dict) -> BaseFuture:
-        """Slow path: the call waits in a worker's deque (a live one if the chosen one is being
-        replaced) and the dispatcher is woken if that worker has room."""
+        """Slow path: the call gets a future now and waits in a worker's deque (a live worker's
+        if the chosen one is being replaced) until the dispatcher hands it over."""
         if not slot.live:
             slot = self.live_slot(slot)
         future = ConcurrentFuture()
@@ -356,14 +360,29 @@ class PoolCore:
             if slot.dead:
                 set_outcome(future, None, WorkerCrashedError(f"every worker of pool {self.name} died"))
                 return future
-            slot.pending += 1
             slot.total += 1
             slot.queue.append((future, name, args, kwargs))
-            room = slot.live and slot.inflight < self.cap
-        future.add_done_callback(slot.queued_done)
-        if room:
-            self.dispatcher.wake(slot)
+            first = len(slot.queue) == 1 and slot.live
+        if first:
+            self.arm(slot)
         return future
+
+    def arm(self, slot: _Slot) -> None:
+        """Make sure the dispatcher looks at ``slot`` once its backend has room."""
+        with slot.lock:
+            if not slot.queue or not slot.live:
+                return
+            if slot.in_backend < self.cap:
+                watch = None
+            else:
+                watch = slot.watch_target(self.low_water)
+                if watch is None:  # the backend still counts calls that have just ended
+                    self.dispatcher.wake(slot, _RETRY_DELAY)
+                    return
+        if watch is None:
+            slot.wake()
+        else:
+            watch.add_done_callback(slot.wake)
 
     def live_slot(self, avoid: _Slot) -> _Slot:
         """A running worker other than ``avoid``, else one being replaced, else ``avoid``."""
@@ -377,47 +396,36 @@ class PoolCore:
 
     def hand_off(self, slot: _Slot) -> None:
         """Move waiting calls of ``slot`` into its backend while it has room (dispatcher thread)."""
-        batch = []
+        failed: list[tuple[cf.Future, BaseException]] = []
+        dead_backend = None
         with slot.lock:
-            if not slot.live:
+            if not slot.live or self._backends_stopping:
                 return
-            queue, cap = slot.queue, self.cap
-            while queue and slot.inflight < cap:
-                item = queue.popleft()
-                if item[0].done():  # cancelled while it waited
+            queue, cap, backend, recent = slot.queue, self.cap, slot.backend, slot.recent
+            while queue and backend.unfinished < cap:
+                future, name, args, kwargs = queue[0]
+                if future.done():  # cancelled while it waited
+                    queue.popleft()
                     continue
-                slot.inflight += 1
-                batch.append(item)
-            backend = slot.backend
-        for i, (future, name, args, kwargs) in enumerate(batch):
-            try:
-                backend.submit(name, args, kwargs, future)
-            except (WorkerCrashedError, WorkerStoppedError):
-                rest = batch[i:]
-                with slot.lock:
-                    slot.inflight -= len(rest)
-                    if not self._backends_stopping:
-                        slot.queue.extendleft(reversed(rest))
-                        rest = []
-                for item in rest:  # the pool is stopping: these never started
-                    force_cancel(item[0])
-                if not self._backends_stopping:
-                    self.worker_failed(slot, backend)
-                return
-            except Exception as exc:
-                with slot.lock:
-                    slot.inflight -= 1
-                set_outcome(future, None, exc)
-                continue
-            future.add_done_callback(slot.inflight_done)
+                try:
+                    backend.submit(name, args, kwargs, future)
+                except (WorkerCrashedError, WorkerStoppedError):
+                    dead_backend = backend  # the call stays first in line, for the replacement
+                    break
+                except Exception as exc:
+                    failed.append((future, exc))
+                else:
+                    recent.append(future)
+                queue.popleft()
+        for future, exc in failed:
+            set_outcome(future, None, exc)
+        if dead_backend is not None:
+            if not self._backends_stopping:
+                self.worker_failed(slot, dead_backend)
+            return
+        self.arm(slot)
 
     # ---- crashes ----
-
-    def check_crash(self, slot: _Slot) -> None:
-        """A call failed with ``WorkerCrashedError``: replace the worker if its backend died."""
-        backend = slot.backend
-        if getattr(backend, "crashed", False):
-            self.worker_failed(slot, backend)
 
     def worker_failed(self, slot: _Slot, backend: Backend) -> None:
         """``backend`` (the worker of ``slot``) died: start a replacement in the background."""
@@ -457,6 +465,7 @@ class PoolCore:
                 if not self._backends_stopping:
                     with slot.lock:
                         slot.backend = new
+                        slot.recent.clear()
                         slot.live = True
                         slot.restarts += 1
                     new = None
@@ -483,6 +492,9 @@ class PoolCore:
         if not first:
             if wait:
                 self._finished.wait(timeout)
+            return
+        if sys.is_finalizing():  # no thread can start or run now: cancel and release at once
+            self._shutdown(0.0, True)
             return
         if wait:
             self._shutdown(timeout, cancel_futures)
@@ -526,15 +538,12 @@ class PoolCore:
         workers = []
         for slot in self.slots:
             with slot.lock:
-                waiting, in_backend, pending = len(slot.queue), slot.inflight, slot.pending
-                if self.lean:  # calls sent directly are counted by the backend alone
-                    in_backend = getattr(slot.backend, "unfinished", in_backend)
-                    pending = in_backend + waiting
+                waiting, in_backend = len(slot.queue), slot.in_backend
                 workers.append(
                     {
                         "worker": slot.backend.name,
                         "state": slot.state(),
-                        "unfinished": pending,
+                        "unfinished": in_backend + waiting,
                         "in_backend": in_backend,
                         "waiting": waiting,
                         "total": slot.total,
