@@ -409,3 +409,20 @@ def test_wrap_done_asyncio_future_whose_loop_is_closed():
         cancelled.result(timeout=1)
     with pytest.raises(cf.CancelledError):
         cancelled.exception(timeout=1)
+
+
+@pytest.mark.parametrize("m", ["thread", "asyncio"])
+def test_many_threads_waiting_on_one_future_all_wake(m):
+    gate = threading.Event()
+    w = worker(Slow).options(mode=m).init(gate)
+    try:
+        f = w.wait_gate()
+        with cf.ThreadPoolExecutor(12) as pool:
+            waiters = [pool.submit(f.result, 10) for _ in range(8)]
+            timeouts = [pool.submit(f.exception, 0.01) for _ in range(4)]
+            for t in timeouts:
+                assert isinstance(t.exception(timeout=10), TimeoutError)
+            gate.set()
+            assert [x.result(timeout=10) for x in waiters] == ["opened"] * 8
+    finally:
+        w.stop()
