@@ -24,6 +24,7 @@ import itertools
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -139,6 +140,8 @@ class _Slot:
         self.total = 0  # calls ever assigned to this position
         self.restarts = 0
         self.queue: collections.deque = collections.deque()  # (future, name, args, kwargs)
+        # Weak references: a future the backend still holds stays alive, a finished one the
+        # caller dropped is not kept (nor its result) just because the pool saw it.
         self.recent: collections.deque = collections.deque(maxlen=max(1, min(core.cap, 4096)))
         # Re-entrant: a queued call's future may fail inside ``submit`` (unpicklable argument)
         # and run a user callback that calls the pool again, on this thread.
@@ -160,8 +163,9 @@ class _Slot:
         backend (calls of one worker finish in order); None if none is known."""
         recent = list(self.recent)
         start = max(0, len(recent) - low - 1)
-        for future in recent[start::-1] + recent[start + 1:]:
-            if not future.done():
+        for ref in recent[start::-1] + recent[start + 1:]:
+            future = ref()
+            if future is not None and not future.done():
                 return future
         return None
 
@@ -314,7 +318,7 @@ class PoolCore:
                         slot.total -= 1
                         error = exc
                     else:
-                        slot.recent.append(future)
+                        slot.recent.append(weakref.ref(future))
                         return future
             if not direct:
                 return place(slot, name, args, kwargs)
@@ -415,7 +419,7 @@ class PoolCore:
                 except Exception as exc:
                     failed.append((future, exc))
                 else:
-                    recent.append(future)
+                    recent.append(weakref.ref(future))
                 queue.popleft()
         for future, exc in failed:
             set_outcome(future, None, exc)
