@@ -11,7 +11,7 @@ import pytest
 
 from concurry import BaseFuture, Worker, WorkerStoppedError, worker
 from concurry.options import WorkerOptions
-from conftest import child_pids, concurry_threads, wait_until
+from conftest import child_pids, concurry_threads, open_fds, wait_until
 
 # ---- classes used by the tests (module level, so process mode can import them) ----
 
@@ -728,3 +728,25 @@ def test_calls_racing_with_stop_are_never_lost(concurrent_mode):
     assert not not_done, f"{len(not_done)} futures left pending"
     results = sorted(f.result() for f in futures if not f.cancelled())
     assert results == list(range(1, len(results) + 1))  # each accepted call ran exactly once
+
+
+def test_no_file_descriptor_left_after_stop(mode):
+    """Event loops (asyncio mode, async methods in other modes), pipes and processes are released."""
+    import asyncio
+
+    class AsyncUser:
+        async def work(self) -> int:
+            await asyncio.sleep(0)
+            return 1
+
+    W = worker(AsyncUser).options(mode=mode)
+    warm = W.init()  # first use may open lazily-created, process-wide resources
+    warm.work().result(timeout=30)
+    warm.stop()
+    before = open_fds()
+    workers = [W.init() for _ in range(3)]
+    for w in workers:
+        assert w.work().result(timeout=30) == 1
+    for w in workers:
+        w.stop()
+    assert wait_until(lambda: open_fds() <= before, timeout=10), (before, open_fds())
