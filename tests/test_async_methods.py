@@ -46,6 +46,15 @@ class AsyncThing:
     def sync_thread(self) -> int:
         return threading.get_ident()
 
+    async def make_queue(self) -> None:
+        self.queue = asyncio.Queue()
+        self.loop_id = id(asyncio.get_running_loop())
+
+    async def put_get(self, item: int) -> tuple[int, bool]:
+        await self.queue.put(item)
+        same_loop = id(asyncio.get_running_loop()) == self.loop_id
+        return await self.queue.get(), same_loop
+
     async def gather_inside(self, n: int) -> list[int]:
         return await asyncio.gather(*(self.add(i, i) for i in range(n)))
 
@@ -148,3 +157,14 @@ def test_asyncio_stop_timeout_cancels_in_flight_async_calls():
     futures = [w.io(30) for _ in range(10)]
     w.stop(timeout=0.2)
     assert all(f.cancelled() for f in futures)
+
+
+def test_async_calls_share_one_loop_across_calls(mode):
+    """Loop-bound objects made by one call (an asyncio.Queue) keep working in later calls."""
+    w = worker(AsyncThing).options(mode=mode).init()
+    try:
+        w.make_queue().result(timeout=10)
+        assert w.put_get(5).result(timeout=10) == (5, True)
+        assert w.put_get(6).result(timeout=10) == (6, True)
+    finally:
+        w.stop()
