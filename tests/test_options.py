@@ -308,3 +308,21 @@ def test_fuzz_worker_decorator_only_clear_errors(options):
         worker(**options)
     except (ValueError, TypeError) as exc:
         assert any(name in str(exc) or repr(name) in str(exc) for name in options), str(exc)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.sampled_from(sorted(ACCEPTED_OPTIONS - {"mode", "max_workers", "on_demand"})),
+                       _values, max_size=4))
+def test_fuzz_accepted_options_create_working_sync_workers(options):
+    """Whatever options() accepts, init() builds a worker that works (sync: cheap to build)."""
+    try:
+        builder = PlainWorker.options(mode="sync", **options)
+    except (ValueError, TypeError) as exc:
+        assert any(name in str(exc) for name in options), str(exc)
+        return
+    w = builder.init(1)
+    try:
+        result = w.total()
+        assert (result if options.get("blocking") is True else result.result()) == 3
+    finally:
+        w.stop()
