@@ -457,6 +457,24 @@ def test_dead_process_worker_is_replaced_and_only_its_calls_fail():
     assert wait_until(lambda: not (child_pids() - children))
 
 
+@pytest.mark.timeout(90)
+def test_idle_process_worker_killed_is_replaced():
+    import signal
+
+    children = child_pids()
+    with Counter.options(mode="process", max_workers=2).init() as pool:
+        pids = {pool.who().result(timeout=30)[0] for _ in range(2)}
+        victim = min(pids)
+        os.kill(victim, signal.SIGKILL)
+        assert wait_until(lambda: "crashed" in [w["state"] for w in pool.pool_stats()["workers"]])
+        results = [f.result(timeout=30) for f in [pool.who() for _ in range(10)]]
+        assert victim not in {pid for pid, _ in results}
+        assert wait_until(lambda: sum(w["restarts"] for w in pool.pool_stats()["workers"]) == 1)
+        assert len({pool.who().result(timeout=30)[0] for _ in range(4)}) == 2
+        assert wait_until(lambda: len(child_pids() - children) == 2)
+    assert wait_until(lambda: not (child_pids() - children))
+
+
 # ---- TaskWorker, @task, Executor pools ----
 
 
