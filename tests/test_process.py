@@ -130,16 +130,21 @@ def test_large_bytes_round_trip():
 # ---- start methods ----
 
 
-@pytest.mark.parametrize("method", ["spawn", "fork"])
+@pytest.mark.parametrize("method", ["spawn", "fork", "forkserver"])
 def test_start_methods(method):
     with ProcBox.options(mode="process", mp_context=method).init(1) as w:
         assert w.incr().result(timeout=10) == 2
         assert w.pid().result(timeout=10) != os.getpid()
 
 
-def test_forkserver_is_refused_clearly():
-    with pytest.raises(ValueError, match="forkserver"):
-        ProcBox.options(mode="process", mp_context="forkserver").init()
+def test_forkserver_workers_report_crashes_and_init_errors():
+    w = ProcBox.options(mode="process", mp_context="forkserver").init()
+    doomed = w.exit(4)
+    with pytest.raises(WorkerCrashedError, match="exited with code 4"):
+        doomed.result(timeout=10)
+    w.stop()
+    with pytest.raises(LookupError, match="no such thing"):
+        worker(FailingInit).options(mode="process", mp_context="forkserver").init(1)
 
 
 def test_default_start_is_safe_with_threads_running():
@@ -281,9 +286,12 @@ def test_failed_future_argument_fails_the_call_with_the_same_error():
 
 @pytest.mark.timeout(60)
 def test_stop_leaves_no_process_zombie_or_descriptor():
+    # the fork server is a long-lived helper (one per process): start it before counting
+    ProcBox.options(mode="process", mp_context="forkserver").init().stop()
     before_children, before_fds = child_pids(), open_fds()
     workers = [ProcBox.options(mode="process").init() for _ in range(2)]
     workers.append(ProcBox.options(mode="process", mp_context="fork").init())
+    workers.append(ProcBox.options(mode="process", mp_context="forkserver").init())
     for w in workers:
         w.incr().result(timeout=10)
     for w in workers:
@@ -431,13 +439,13 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("busy", [False, True])
-def test_killed_parent_leaves_no_orphans(tmp_path, busy):
+@pytest.mark.parametrize(("busy", "method"), [(False, "spawn"), (True, "spawn"), (True, "forkserver")])
+def test_killed_parent_leaves_no_orphans(tmp_path, busy, method):
     code = textwrap.dedent(
         f"""
         import os, time
         from concurry import worker
-        @worker(mode="process")
+        @worker(mode="process", mp_context="{method}")
         class W:
             def pid(self):
                 return os.getpid()

@@ -58,12 +58,24 @@ def __getattr__(name, m=m, s=s):
     return getattr(m, name)
 m.__getattr__ = __getattr__
 sys.modules["concurry"] = m
-from concurry.backends.process_child import main
-main({fd}, {control}, {ppid})
 """
 # The ``concurry`` package is registered without running its ``__init__`` (which imports
 # pydantic for the configuration): the child needs only the runtime. Any other name is loaded
 # on first use by the module ``__getattr__``.
+_WORKER_MAIN = "from concurry.backends.process_child import main\nmain({fd}, {control}, {ppid})"
+
+
+def start_interpreter(main: str, values: dict, pass_fds: tuple) -> subprocess.Popen:
+    """A fresh interpreter with our ``sys.path`` running ``main`` (formatted with ``values``)."""
+    package = _package_dir()
+    code = BOOTSTRAP.format(path=list(sys.path), init=os.path.join(package, "__init__.py"), package=package)
+    code += main.format(**values)
+    return subprocess.Popen(
+        [sys.executable, *subprocess._args_from_interpreter_flags(), "-u", "-c", code],
+        pass_fds=pass_fds,
+        close_fds=True,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def _package_dir() -> str:
@@ -182,6 +194,9 @@ def _stop_all_at_exit() -> None:
         backend.stop(timeout=0, wait=False)
     for backend in backends:
         backend._reap(deadline=time.monotonic() + 1.0)
+    server = sys.modules.get(__package__ + ".forkserver")
+    if server is not None:
+        server.shutdown()
 
 
 class ProcessBackend(Backend):
@@ -199,12 +214,7 @@ class ProcessBackend(Backend):
     def launch(self) -> None:
         """Start the child process and send it the worker; returns without waiting for ``__init__``."""
         method = self.options.mp_context
-        if method == "forkserver":
-            raise ValueError(
-                "mp_context='forkserver' is not supported yet by process workers; "
-                "use mp_context='spawn' (the default) or 'fork'"
-            )
-        if method not in ("spawn", "fork"):
+        if method not in ("spawn", "fork", "forkserver"):
             raise ValueError(f"mp_context must be 'spawn', 'forkserver' or 'fork', got {method!r}")
         init_payload = self._init_payload()
         self._lock = threading.Lock()
@@ -225,6 +235,10 @@ class ProcessBackend(Backend):
         try:
             if method == "fork":
                 self._process: Any = self._fork(parent_sock, child_sock, control_fd)
+            elif method == "forkserver":
+                from . import forkserver
+
+                self._process = forkserver.get_server(start_interpreter).fork(child_sock.fileno(), control_fd)
             else:
                 self._process = self._spawn(child_sock.fileno(), control_fd)
         except BaseException:
@@ -258,36 +272,18 @@ class ProcessBackend(Backend):
             ) from exc
 
     def _spawn(self, fd: int, control_fd: int) -> subprocess.Popen:
-        package = _package_dir()
-        code = BOOTSTRAP.format(
-            path=list(sys.path),
-            init=os.path.join(package, "__init__.py"),
-            package=package,
-            fd=fd,
-            control=control_fd,
-            ppid=os.getpid(),
-        )
-        return subprocess.Popen(
-            [sys.executable, *subprocess._args_from_interpreter_flags(), "-u", "-c", code],
-            pass_fds=(fd, control_fd),
-            close_fds=True,
-            stdin=subprocess.DEVNULL,
-        )
+        values = {"fd": fd, "control": control_fd, "ppid": os.getpid()}
+        return start_interpreter(_WORKER_MAIN, values, (fd, control_fd))
 
     def _fork(self, parent_sock: socket.socket, child_sock: socket.socket, control_fd: int) -> _Forked:
         child._flush_std_streams()
-        keep = sorted({0, 1, 2, child_sock.fileno(), control_fd})
+        keep = {0, 1, 2, child_sock.fileno(), control_fd}
         ppid = os.getpid()
         pid = os.fork()
         if pid == 0:  # the child: drop every other descriptor (other workers' pipes), then serve
             code = 0
             try:
-                low = 0
-                for fd in keep:
-                    if fd > low:  # closerange(a, a) would close everything
-                        os.closerange(low, fd)
-                    low = fd + 1
-                os.closerange(low, 1 << 16)
+                child.close_fds_except(keep)
                 child.serve(child_sock.fileno(), control_fd, ppid)
             except BaseException:
                 code = 1

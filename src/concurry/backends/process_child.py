@@ -177,6 +177,16 @@ def _flush_std_streams() -> None:
             pass
 
 
+def close_fds_except(keep: set[int]) -> None:
+    """Close every descriptor but ``keep`` (a forked child must not hold other workers' pipes)."""
+    low = 0
+    for fd in sorted(keep):
+        if fd > low:  # closerange(a, a) would close everything
+            os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 16)
+
+
 def _watch_parent(parent_pid: int) -> None:
     """Exit if the parent dies while a long call keeps the loop from seeing the closed pipe."""
     while True:
