@@ -191,10 +191,10 @@ def test_retry_options_accepted_and_stored():
         ("num_retries", "3", TypeError, "num_retries must be an int >= 0"),
         ("num_retries", {"total": -2}, ValueError, "num_retries['total'] must be an int >= 0"),
         ("retry_algorithm", "quadratic", ValueError, "retry_algorithm='quadratic' is not accepted"),
-        ("retry_wait", -0.1, ValueError, "retry_wait must be a number >= 0.0"),
-        ("retry_wait", float("nan"), ValueError, "retry_wait must be a number"),
-        ("retry_wait", "1s", TypeError, "retry_wait must be a number"),
-        ("retry_jitter", 1.5, ValueError, "retry_jitter must be a number in [0.0, 1.0]"),
+        ("retry_wait", -0.1, ValueError, "retry_wait must be a finite number >= 0.0"),
+        ("retry_wait", float("nan"), ValueError, "retry_wait must be a finite number"),
+        ("retry_wait", "1s", TypeError, "retry_wait must be a finite number"),
+        ("retry_jitter", 1.5, ValueError, "retry_jitter must be a finite number in [0.0, 1.0]"),
         ("retry_until", 5, TypeError, "retry_until must be a callable"),
         ("max_queued_tasks", 0, ValueError, "max_queued_tasks must be an int >= 1"),
         ("load_balancing", "fastest", ValueError, "load_balancing='fastest' is not accepted"),
@@ -214,11 +214,17 @@ def test_huge_numbers_give_clear_errors(huge):
         PlainWorker.options(retry_wait=huge)
 
 
-def test_infinite_wait_is_rejected_or_accepted_cleanly():
-    try:
-        PlainWorker.options(retry_wait=math.inf)
-    except ValueError as exc:
-        assert "retry_wait" in str(exc)
+@pytest.mark.parametrize("option", ["retry_wait", "retry_jitter"])
+def test_infinite_values_are_rejected(option):
+    with pytest.raises(ValueError, match=f"{option} must be a finite number"):
+        PlainWorker.options(**{option: math.inf})
+
+
+def test_infinite_stop_timeout_is_rejected_in_config():
+    from concurry import global_config
+
+    with pytest.raises(ValueError, match="stop_timeout must be a finite number"):
+        global_config.thread.stop_timeout = math.inf
 
 
 # ---- methods, constructor, stop ----

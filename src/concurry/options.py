@@ -8,6 +8,7 @@ down and never re-validated on the hot path.
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,16 +52,16 @@ def _int(name: str, value: Any, minimum: int) -> int:
 
 
 def _number(name: str, value: Any, low: float, high: float | None = None) -> float:
+    bounds = f"in [{low}, {high}]" if high is not None else f">= {low}"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {value!r}")
+        raise TypeError(f"{name} must be a finite number {bounds}, got {value!r}")
     try:
         value = float(value)
     except OverflowError:  # an int too large for a float
-        bounds = f"in [{low}, {high}]" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be a number {bounds}, got an int of {value.bit_length()} bits")
-    if value != value or value < low or (high is not None and value > high):
-        bounds = f"in [{low}, {high}]" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be a number {bounds}, got {value!r}")
+        raise ValueError(f"{name} must be a finite number {bounds}, got an int of {value.bit_length()} bits")
+    # inf is refused too: a wait or timeout of forever breaks "nothing blocks forever" (§13)
+    if not math.isfinite(value) or value < low or (high is not None and value > high):
+        raise ValueError(f"{name} must be a finite number {bounds}, got {value!r}")
     return value
 
 
