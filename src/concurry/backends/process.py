@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import atexit
 import collections
-import mmap
 import os
 import pickle
-import signal
 import socket
 import subprocess
 import sys
@@ -32,154 +30,19 @@ import time
 import weakref
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from types import FunctionType
 from typing import Any
 
 from ..errors import WorkerCrashedError
-from ..futures import BaseFuture, ConcurrentFuture, SyncFuture, force_cancel, set_outcome
+from ..futures import BaseFuture, ConcurrentFuture, force_cancel, set_outcome
 from ..runtime import call_has_futures, collect_futures, replace_futures
 from . import process_child as child
+from . import process_wire as wire
 from .base import Backend
+from .process_launch import control_page, describe_exit, start_child
+from .process_wire import STOP
 
 _DIRECT_MAX_BYTES = 8 * 1024  # the caller writes a call itself only if it is this small ...
 _DIRECT_MAX_INFLIGHT = 16  # ... and this few calls are unfinished: the socket buffer holds them
-_BATCH_MAX_BYTES = 1 << 20
-_STOP = object()  # marks the stop message in the write queue and the held queue
-_STOP_MESSAGE = pickle.dumps(None)
-
-BOOTSTRAP = """\
-import sys, importlib.util as u
-sys.path[:] = {path!r}
-s = u.spec_from_file_location("concurry", {init!r}, submodule_search_locations=[{package!r}])
-m = u.module_from_spec(s)
-def __getattr__(name, m=m, s=s):
-    del m.__dict__["__getattr__"]
-    s.loader.exec_module(m)
-    return getattr(m, name)
-m.__getattr__ = __getattr__
-sys.modules["concurry"] = m
-"""
-# The ``concurry`` package is registered without running its ``__init__`` (which imports
-# pydantic for the configuration): the child needs only the runtime. Any other name is loaded
-# on first use by the module ``__getattr__``.
-_WORKER_MAIN = "from concurry.backends.process_child import main\nmain({fd}, {control}, {ppid})"
-
-
-def start_interpreter(main: str, values: dict, pass_fds: tuple) -> subprocess.Popen:
-    """A fresh interpreter with our ``sys.path`` running ``main`` (formatted with ``values``)."""
-    package = _package_dir()
-    code = BOOTSTRAP.format(path=list(sys.path), init=os.path.join(package, "__init__.py"), package=package)
-    code += main.format(**values)
-    return subprocess.Popen(
-        [sys.executable, *subprocess._args_from_interpreter_flags(), "-u", "-c", code],
-        pass_fds=pass_fds,
-        close_fds=True,
-        stdin=subprocess.DEVNULL,
-    )
-
-
-def _package_dir() -> str:
-    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _control_page() -> tuple[int, mmap.mmap]:
-    """A shared 16-byte page (see ``process_child``): an anonymous file both processes map."""
-    try:
-        fd = os.memfd_create("concurry-control")
-    except (AttributeError, OSError):
-        import tempfile
-
-        with tempfile.TemporaryFile() as file:
-            fd = os.dup(file.fileno())
-    os.ftruncate(fd, child._CONTROL_SIZE)
-    return fd, mmap.mmap(fd, child._CONTROL_SIZE)
-
-
-class _Forked:
-    """The part of ``Popen`` we use, for a child made with ``os.fork``."""
-
-    def __init__(self, pid: int):
-        self.pid = pid
-        self.returncode: int | None = None
-
-    def poll(self) -> int | None:
-        if self.returncode is None:
-            try:
-                pid, status = os.waitpid(self.pid, os.WNOHANG)
-            except ChildProcessError:
-                self.returncode = -1
-                return self.returncode
-            if pid:
-                self.returncode = os.waitstatus_to_exitcode(status)
-        return self.returncode
-
-    def wait(self, timeout: float | None = None) -> int:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 0.0005
-        while self.poll() is None:
-            if deadline is not None and time.monotonic() >= deadline:
-                raise subprocess.TimeoutExpired(["fork"], timeout or 0)
-            time.sleep(delay)
-            delay = min(delay * 2, 0.02)
-        return self.returncode  # type: ignore[return-value]
-
-    def kill(self) -> None:
-        if self.returncode is None:
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
-def _describe_exit(code: int | None) -> str:
-    if code is None:
-        return "closed its pipe"
-    if code < 0:
-        try:
-            return f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"was killed by signal {-code}"
-    return f"exited with code {code}"
-
-
-class RemoteTraceback(Exception):
-    """The worker process's traceback, chained as ``__cause__`` where notes don't exist (3.10)."""
-
-    def __str__(self) -> str:
-        return f"\n--- traceback in the worker process ---\n{self.args[0]}"
-
-
-def decode_error(value: tuple) -> BaseException:
-    """Rebuild an exception sent by the child, with the child's traceback attached as a note."""
-    data, type_name, text, tb = value
-    exc: BaseException | None = None
-    if data is not None:
-        try:
-            exc = pickle.loads(data)
-        except Exception:
-            exc = None
-    if not isinstance(exc, BaseException):
-        exc = RuntimeError(f"{type_name}: {text}")
-    try:
-        exc.add_note(f"\n--- traceback in the worker process ---\n{tb.rstrip()}")
-    except AttributeError:  # Python 3.10: no notes; chain it, as ProcessPoolExecutor does
-        if exc.__cause__ is None:
-            exc.__cause__ = RemoteTraceback(tb.rstrip())
-    except Exception:
-        pass
-    return exc
-
-
-def decode_outcome(status: int, value: Any) -> tuple[Any, BaseException | None]:
-    if status == child.OK:
-        return value, None
-    if status == child.ERROR:
-        return None, decode_error(value)
-    if status == child.FUTURE:
-        inner, error = decode_outcome(*value)
-        return SyncFuture(inner, error), None
-    return None, None  # CANCELLED: handled by the caller
-
 
 # ---- cleanup at interpreter exit ----
 
@@ -231,16 +94,9 @@ class ProcessBackend(Backend):
         self._reaped = False
         self._exit_code: int | None = None
         parent_sock, child_sock = socket.socketpair()
-        control_fd, self._control = _control_page()
+        control_fd, self._control = control_page()
         try:
-            if method == "fork":
-                self._process: Any = self._fork(parent_sock, child_sock, control_fd)
-            elif method == "forkserver":
-                from . import forkserver
-
-                self._process = forkserver.get_server(start_interpreter).fork(child_sock.fileno(), control_fd)
-            else:
-                self._process = self._spawn(child_sock.fileno(), control_fd)
+            self._process: Any = start_child(method, child_sock.fileno(), control_fd)
         except BaseException:
             parent_sock.close()
             self._control.close()
@@ -265,34 +121,11 @@ class ProcessBackend(Backend):
         try:
             return cloudpickle.dumps((self.cls, args, kwargs, self.options.unwrap_futures), protocol=5)
         except Exception as exc:
-            culprit = _unpicklable_part((self.cls, *args, *kwargs.values()))
+            culprit = wire.unpicklable_part((self.cls, *args, *kwargs.values()))
             raise TypeError(
-                f"cannot start process worker {self.name}: {_type_name(culprit)} cannot be pickled "
+                f"cannot start process worker {self.name}: {wire.type_name(culprit)} cannot be pickled "
                 f"to send it to the worker process: {exc}"
             ) from exc
-
-    def _spawn(self, fd: int, control_fd: int) -> subprocess.Popen:
-        values = {"fd": fd, "control": control_fd, "ppid": os.getpid()}
-        return start_interpreter(_WORKER_MAIN, values, (fd, control_fd))
-
-    def _fork(self, parent_sock: socket.socket, child_sock: socket.socket, control_fd: int) -> _Forked:
-        child._flush_std_streams()
-        keep = {0, 1, 2, child_sock.fileno(), control_fd}
-        ppid = os.getpid()
-        pid = os.fork()
-        if pid == 0:  # the child: drop every other descriptor (other workers' pipes), then serve
-            code = 0
-            try:
-                child.close_fds_except(keep)
-                child.serve(child_sock.fileno(), control_fd, ppid)
-            except BaseException:
-                code = 1
-                import traceback
-
-                traceback.print_exc()
-            finally:
-                os._exit(code)
-        return _Forked(pid)
 
     def wait_ready(self) -> None:
         """Block until the instance exists in the child; raise its ``__init__`` error if any."""
@@ -302,11 +135,11 @@ class ProcessBackend(Backend):
             self._fail_start()
             code = self._process.poll()
             raise WorkerCrashedError(
-                f"process worker {self.name} (pid {self.pid}) {_describe_exit(code)} while starting"
+                f"process worker {self.name} (pid {self.pid}) {describe_exit(code)} while starting"
             ) from None
         if status != child.OK:
             self._fail_start()
-            raise decode_error(value)
+            raise wire.decode_error(value)
         self.args = self.kwargs = None  # the child owns them now
         prefix = f"concurry-process-{self.name}"
         self._reader = threading.Thread(target=self._read, name=f"{prefix}-reader", daemon=True)
@@ -388,7 +221,7 @@ class ProcessBackend(Backend):
     def _refusal(self) -> RuntimeError:
         if self._crashed:
             return WorkerCrashedError(
-                f"process worker {self.name} (pid {self.pid}) {_describe_exit(self._exit_code)}; "
+                f"process worker {self.name} (pid {self.pid}) {describe_exit(self._exit_code)}; "
                 "create a new one with .init()"
             )
         return self.stopped_error()
@@ -397,7 +230,7 @@ class ProcessBackend(Backend):
         """Pickle a call; if it cannot be pickled, fail its future (naming method and type)."""
         call = (name, args, kwargs)
         try:
-            return child.dump(call, _ByReferencePickler)
+            return child.dump(call, wire.ByReferencePickler)
         except Exception:
             pass
         try:
@@ -405,12 +238,12 @@ class ProcessBackend(Backend):
 
             return cloudpickle.dumps(call, protocol=5)
         except Exception as exc:
-            culprit = _unpicklable_part((*args, *kwargs.values()))
+            culprit = wire.unpicklable_part((*args, *kwargs.values()))
             set_outcome(
                 future,
                 None,
                 TypeError(
-                    f"{self.cls.__qualname__}.{name}: argument of type {_type_name(culprit)} cannot be "
+                    f"{self.cls.__qualname__}.{name}: argument of type {wire.type_name(culprit)} cannot be "
                     f"pickled to send it to process worker {self.name}: {exc}"
                 ),
             )
@@ -435,14 +268,14 @@ class ProcessBackend(Backend):
             held = self._held
             while held and all(dep.done() for dep in held[0][4]):
                 future, name, args, kwargs, deps, payload = held.popleft()
-                if future is _STOP:
-                    self._queue.append(_STOP)
+                if future is STOP:
+                    self._queue.append(STOP)
                     self._wake.set()
                     continue
                 if self._crashed or future.done():
                     continue
                 if payload is None:
-                    error = _first_failure(deps)
+                    error = wire.first_failure(deps)
                     if error is not None:
                         failed.append((future, error))
                         continue
@@ -475,7 +308,7 @@ class ProcessBackend(Backend):
                 if not items and (self._crashed or self._closed):
                     return
             try:
-                stop = _send_batches(items, conn)
+                stop = wire.send_batches(items, conn)
             except OSError:
                 stop = True  # the child is gone: the reader fails what is unfinished
             with lock:
@@ -495,12 +328,12 @@ class ProcessBackend(Backend):
                     try:
                         status, value = loads(item) if type(item) is bytes else item
                     except Exception as exc:
-                        set_outcome(future, None, _unloadable_result(exc))
+                        set_outcome(future, None, wire.unloadable_result(exc))
                         continue
                     if status == child.CANCELLED:
                         force_cancel(future)
                         continue
-                    result, error = decode_outcome(status, value)
+                    result, error = wire.decode_outcome(status, value)
                     set_outcome(future, result, error)
                 del message, item
         except (EOFError, OSError):
@@ -517,14 +350,14 @@ class ProcessBackend(Backend):
             killed_by_stop = self._killing
             crashed = not killed_by_stop and (bool(self._pending) or not self._stopped)
             self._crashed = crashed
-            unfinished = list(self._pending) + [entry[0] for entry in self._held if entry[0] is not _STOP]
+            unfinished = list(self._pending) + [entry[0] for entry in self._held if entry[0] is not STOP]
             self._pending.clear()
             self._held.clear()
             self._queue.clear()
             self._wake.set()
         if crashed and unfinished:
             error_text = (
-                f"process worker {self.name} (pid {self.pid}) {_describe_exit(self._exit_code)} "
+                f"process worker {self.name} (pid {self.pid}) {describe_exit(self._exit_code)} "
                 f"with {len(unfinished)} unfinished call(s)"
             )
             for future in unfinished:
@@ -577,9 +410,9 @@ class ProcessBackend(Backend):
                     skip_from = max(0, started + 1 - self._finished)
                     cancelled += list(self._pending)[skip_from:]
             if self._held:
-                self._held.append((_STOP, None, None, None, (), None))
+                self._held.append((STOP, None, None, None, (), None))
             else:
-                self._queue.append(_STOP)
+                self._queue.append(STOP)
                 self._wake.set()
         for future in cancelled:
             force_cancel(future)
@@ -593,84 +426,3 @@ class ProcessBackend(Backend):
             reader.join()
 
 
-def _send_batches(items: list, conn: Connection) -> bool:
-    """Write queued payloads, several per message; True if the stop message was among them."""
-    batch: list[bytes] = []
-    size = 0
-    send = conn.send_bytes
-    for item in items:
-        if item is _STOP:
-            _flush_batch(batch, send)
-            send(_STOP_MESSAGE)
-            return True
-        if type(item) is not bytes:  # a large call, in chunks: sent on its own
-            _flush_batch(batch, send)
-            batch, size = [], 0
-            child.write_chunks(conn.fileno(), item)
-            continue
-        if batch and size + len(item) > _BATCH_MAX_BYTES:
-            _flush_batch(batch, send)
-            batch, size = [], 0
-        batch.append(item)
-        size += len(item)
-    _flush_batch(batch, send)
-    return False
-
-
-def _flush_batch(batch: list[bytes], send: Callable[[bytes], None]) -> None:
-    if len(batch) == 1:
-        send(batch[0])
-    elif batch:
-        send(pickle.dumps(batch, protocol=5))
-
-
-class _MainObject(Exception):
-    """Raised while pickling a call that refers to ``__main__``: cloudpickle must take it."""
-
-
-class _ByReferencePickler(pickle.Pickler):
-    """Plain pickle, refusing ``__main__`` classes, functions and instances.
-
-    Plain pickle would write them as references the child cannot resolve (its ``__main__`` is
-    not the user's script); cloudpickle sends them by value. Builtin types never reach this hook.
-    """
-
-    def reducer_override(self, obj: Any) -> Any:
-        kind = type(obj)
-        module = obj.__module__ if kind is FunctionType or isinstance(obj, type) else kind.__module__
-        if module == "__main__":
-            raise _MainObject
-        return NotImplemented
-
-
-def _first_failure(futures: list) -> BaseException | None:
-    for future in futures:
-        if future.cancelled():
-            import concurrent.futures as cf
-
-            return cf.CancelledError()
-        error = future.exception()
-        if error is not None:
-            return error
-    return None
-
-
-def _unloadable_result(exc: Exception) -> RuntimeError:
-    return RuntimeError(f"the result sent by the worker process cannot be unpickled here: {exc}")
-
-
-def _type_name(value: Any) -> str:
-    kind = type(value)
-    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
-
-
-def _unpicklable_part(values: tuple) -> Any:
-    """The first value cloudpickle refuses (to name it in the error), else the whole tuple."""
-    import cloudpickle
-
-    for value in values:
-        try:
-            cloudpickle.dumps(value)
-        except Exception:
-            return value
-    return values

@@ -282,7 +282,7 @@ def _loop(conn: Connection, runtime: Any, control: mmap.mmap) -> None:
 
 
 def main(fd: int, control_fd: int, parent_pid: int) -> None:
-    """Entry point of a spawned child (see ``process.BOOTSTRAP``).
+    """Entry point of a spawned child (see ``process_launch.BOOTSTRAP``).
 
     After the loop, exit handlers run (workers the instance created are stopped), then the
     process exits without waiting for threads the user's code may have left running.
