@@ -23,7 +23,7 @@ from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED
 from typing import Any
 
 from .constants import ExecutionMode, PollingAlgorithm
-from .futures import AsyncioFuture
+from .futures import AsyncioFuture, remaining
 
 __all__ = ["DONE_STATES", "Deadline", "async_completed", "completed", "outcome", "poll_function"]
 
@@ -207,10 +207,6 @@ def _deadline(timeout: float | None) -> float | None:
     return time.monotonic() + timeout
 
 
-def _remaining(deadline: float | None) -> float | None:
-    return None if deadline is None else max(0.0, deadline - time.monotonic())
-
-
 def completed(futures: list[Any], timeout: float | None) -> Iterator[Any]:
     """Yield ``futures`` (pending, distinct) as they finish; raise ``TimeoutError`` at the deadline."""
     deadline = _deadline(timeout)
@@ -225,10 +221,10 @@ def completed(futures: list[Any], timeout: float | None) -> Iterator[Any]:
                 yield collection.finished.popleft()
             if left == 0:
                 return
-            remaining = _remaining(deadline)
-            if remaining == 0:
+            seconds = remaining(deadline)
+            if seconds == 0:
                 raise Deadline
-            event.wait(collection.next_poll(remaining))
+            event.wait(collection.next_poll(seconds))
             event.clear()
     finally:
         collection.close()
@@ -263,11 +259,11 @@ async def async_completed(futures: list[Any], timeout: float | None) -> AsyncIte
                 yield collection.finished.popleft()
             if left == 0:
                 return
-            remaining = _remaining(deadline)
-            if remaining == 0:
+            seconds = remaining(deadline)
+            if seconds == 0:
                 raise Deadline
             try:
-                await asyncio.wait_for(event.wait(), collection.next_poll(remaining))
+                await asyncio.wait_for(event.wait(), collection.next_poll(seconds))
             except _TIMEOUTS:
                 pass
             event.clear()

@@ -12,6 +12,7 @@ import asyncio
 import concurrent.futures as cf
 import sys
 import threading
+import time
 from collections.abc import Callable, Generator
 from concurrent.futures._base import CANCELLED_AND_NOTIFIED, FINISHED, PENDING, RUNNING
 from typing import Any
@@ -298,6 +299,11 @@ def wrap_future(value: Any) -> BaseFuture:
 def _is_ray_object_ref(value: Any) -> bool:
     cls = type(value)
     return cls.__name__ == "ObjectRef" and cls.__module__.startswith("ray")
+
+
+def remaining(deadline: float | None) -> float | None:
+    """Seconds left until a ``time.monotonic()`` deadline (never negative); None for no deadline."""
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 def force_cancel(future: cf.Future) -> bool:

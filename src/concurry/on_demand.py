@@ -22,9 +22,9 @@ from typing import Any
 from .backends import backend_class
 from .constants import ExecutionMode
 from .errors import WorkerStoppedError
-from .futures import BaseFuture, ConcurrentFuture, force_cancel, set_outcome
+from .futures import BaseFuture, ConcurrentFuture, force_cancel, remaining, set_outcome
 from .options import WorkerOptions
-from .pool import pool_name, remaining
+from .pool_members import pool_name
 from .proxy import WorkerHandle
 
 # After a stop's deadline, runners get this long to release the workers they still hold.

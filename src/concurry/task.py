@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from .errors import WorkerStoppedError
-from .futures import BaseFuture
+from .futures import BaseFuture, remaining
 from .options import validate_options
 from .worker import Worker
 
@@ -54,9 +54,8 @@ def _results_in_order(futures: list[BaseFuture], timeout: float | None, progress
     bar = _progress_bar(progress, len(futures))
     try:
         for future in futures:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                result = future.result(remaining)
+                result = future.result(remaining(deadline))
             except cf.TimeoutError:
                 raise TimeoutError(f"map: timed out after {timeout} s") from None
             if bar is not None:
