@@ -412,6 +412,59 @@ def test_classes_defined_in_python_c(tmp_path):
     assert "hi x from True" in proc.stdout
 
 
+def test_worker_classes_from_an_importable_module(tmp_path):
+    """A class from an importable module goes by reference: the child imports that module,
+    whose own ``from concurry import worker, task`` must give the decorators, as in the parent."""
+    (tmp_path / "shapes.py").write_text(textwrap.dedent(
+        """
+        import os
+        from concurry import worker  # first: the name of a submodule too
+        from concurry import Worker, task
+
+        @worker(mode="process")
+        class Square:
+            def area(self, side):
+                return side * side, os.getpid()
+
+        class Cube(Worker):
+            def volume(self, side):
+                return side ** 3
+
+        @task(mode="process")
+        def double(x):
+            return 2 * x
+
+        class Echo:
+            def echo(self, value):
+                return value
+
+        EchoWorker = worker(Echo)
+        """
+    ))
+    main = textwrap.dedent(
+        """
+        import os
+        from shapes import Cube, EchoWorker, Square, double
+        e = EchoWorker.options(mode="process").init()
+        print("echo", e.echo(b"x" * 100_000).result() == b"x" * 100_000)
+        e.stop()
+        s = Square.init()
+        area, pid = s.area(3).result()
+        print("area", area, pid != os.getpid())
+        c = Cube.options(mode="process").init()
+        print("volume", c.volume(2).result())
+        print("double", double(21).result())
+        s.stop(); c.stop(); double.stop()
+        """
+    )
+    proc = _run([sys.executable, "-c", main], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "area 9 True" in proc.stdout
+    assert "volume 8" in proc.stdout
+    assert "double 42" in proc.stdout
+    assert "echo True" in proc.stdout
+
+
 def test_interpreter_exit_with_running_worker_leaves_no_child(tmp_path):
     code = textwrap.dedent(
         """

@@ -23,16 +23,12 @@ import sys, importlib.util as u
 sys.path[:] = {path!r}
 s = u.spec_from_file_location("concurry", {init!r}, submodule_search_locations=[{package!r}])
 m = u.module_from_spec(s)
-def __getattr__(name, m=m, s=s):
-    del m.__dict__["__getattr__"]
-    s.loader.exec_module(m)
-    return getattr(m, name)
-m.__getattr__ = __getattr__
 sys.modules["concurry"] = m
+s.loader.exec_module(m)
 """
-# The ``concurry`` package is registered without running its ``__init__`` (which imports
-# pydantic for the configuration): the child needs only the runtime. Any other name is loaded
-# on first use by the module ``__getattr__``.
+# The child imports the very ``concurry`` package the parent runs (not whichever one its
+# ``sys.path`` finds first). The package's ``__init__`` is cheap: pydantic (for the
+# configuration) loads only on first use.
 _WORKER_MAIN = "from concurry.backends.process_child import main\nmain({fd}, {control}, {ppid})"
 
 
