@@ -318,7 +318,7 @@ class ProcessBackend(Backend):
                     return
 
     def _read(self) -> None:
-        pending, recv, loads = self._pending, self._conn.recv_bytes, pickle.loads
+        pending, recv, loads = self._pending, child.receiver(self._conn), pickle.loads
         try:
             while True:
                 message = loads(recv())
