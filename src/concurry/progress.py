@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-__all__ = ["ProgressBar"]
+__all__ = ["ProgressBar", "check_progress", "progress_bar"]
 
 RUNNING = "blue"
 SUCCESS = "green"
@@ -204,3 +204,38 @@ class ProgressBar:
 
     def __repr__(self) -> str:
         return f"<ProgressBar {self._bar.desc!r} {self.n}/{self.total}>"
+
+
+def check_progress(progress: Any, where: str) -> None:
+    """Validate a ``progress=`` argument up front (before any call is submitted): a bool, None,
+    or a dict of settings that ``ProgressBar`` accepts."""
+    if progress is None or isinstance(progress, bool):
+        return
+    if not isinstance(progress, dict):
+        raise TypeError(f"{where}: progress must be True, False or a dict of bar settings, got {progress!r}")
+    accepted = _accepted_settings()
+    unknown = sorted(str(key) for key in progress if key not in accepted)
+    if unknown:
+        raise ValueError(
+            f"{where}: progress settings {unknown} are not accepted; accepted: {', '.join(sorted(accepted))}"
+        )
+
+
+def progress_bar(progress: Any, total: int, desc: str) -> ProgressBar | None:
+    """The bar a ``progress=`` argument asks for: none, a default one, or one with the dict's
+    settings laid over ``desc``."""
+    if not progress:
+        return None
+    settings = {"desc": desc, **progress} if isinstance(progress, dict) else {"desc": desc}
+    return ProgressBar(total=total, **settings)
+
+
+def _accepted_settings() -> set[str]:
+    import inspect
+
+    from tqdm.std import tqdm  # tqdm.auto's class takes (*args, **kwargs): read the base's names
+
+    ours = inspect.signature(ProgressBar.__init__).parameters
+    theirs = inspect.signature(tqdm.__init__).parameters
+    names = {n for n, p in {**theirs, **ours}.items() if p.kind is not p.VAR_KEYWORD}
+    return (names | {"colour"}) - {"self", "iterable", "gui"}

@@ -17,6 +17,7 @@ from typing import Any
 from .completion import DONE_STATES, Deadline, async_completed, completed, outcome, poll_function
 from .constants import ReturnWhen
 from .futures import BaseFuture, SyncFuture
+from .progress import check_progress, progress_bar
 
 __all__ = ["async_gather", "async_wait", "gather", "wait"]
 
@@ -24,19 +25,38 @@ __all__ = ["async_gather", "async_wait", "gather", "wait"]
 # Inputs: what the caller gave, as (key, item) pairs plus the shape of the answer.
 
 
-def _items(fs: Any, more: tuple[Any, ...]) -> tuple[list[Any], list[Any], bool]:
+def _items(fs: Any, more: tuple[Any, ...], what: str) -> tuple[list[Any], list[Any], bool]:
     """Split the caller's input into keys, items, and whether the answer is a dict."""
     if more:
         items = [fs, *more]
+        for position, item in enumerate(items, 1):
+            if _is_collection(item):
+                raise TypeError(
+                    f"{what}: pass one collection of futures, or futures as separate arguments; "
+                    f"argument {position} is a {type(item).__name__}"
+                )
         return list(range(len(items))), items, False
     if isinstance(fs, dict):
         return list(fs.keys()), list(fs.values()), True
-    if isinstance(fs, (list, tuple, set, frozenset)) or (
-        isinstance(fs, Iterable) and not isinstance(fs, (str, bytes, bytearray, dict)) and not _is_future(fs)
-    ):
+    if _is_collection(fs):
         items = list(fs)
         return list(range(len(items))), items, False
     return [0], [fs], False
+
+
+def _is_collection(x: Any) -> bool:
+    return isinstance(x, (list, tuple, set, frozenset, dict)) or (
+        isinstance(x, Iterable) and not isinstance(x, (str, bytes, bytearray)) and not _is_future(x)
+    )
+
+
+def _check(what: str, timeout: Any, progress: Any) -> None:
+    """Refuse a bad ``timeout`` or ``progress`` before anything is waited on, naming it."""
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
+        raise TypeError(f"{what}: timeout must be a number of seconds >= 0 or None, got {timeout!r}")
+    if timeout is not None and not timeout >= 0:
+        raise ValueError(f"{what}: timeout must be a number of seconds >= 0 or None, got {timeout!r}")
+    check_progress(progress, what)
 
 
 def _is_future(x: Any) -> bool:
@@ -51,7 +71,7 @@ class _Plan:
     """The caller's items, which are already resolved, and which pending future feeds which keys."""
 
     def __init__(self, fs: Any, more: tuple[Any, ...], *, loop: Any = None, what: str = "gather"):
-        self.keys, items, self.is_dict = _items(fs, more)
+        self.keys, items, self.is_dict = _items(fs, more, what)
         self.items = items
         self.done: list[tuple[Any, bool, Any]] = []  # (key, ok, value) in input order
         self.pending: dict[Any, list[Any]] = {}  # waitable -> keys
@@ -95,15 +115,6 @@ class _Plan:
         return [(key, ok, value) for key in self.pending[future]]
 
 
-def _bar(progress: Any, total: int, desc: str) -> Any:
-    if not progress:
-        return None
-    from .progress import ProgressBar
-
-    settings = {"desc": desc, **progress} if isinstance(progress, dict) else {"desc": desc}
-    return ProgressBar(total=total, **settings)
-
-
 def _timeout_error(what: str, finished: int, total: int, timeout: float | None) -> TimeoutError:
     return TimeoutError(f"{what}: {finished} of {total} finished before the {timeout} s timeout")
 
@@ -132,6 +143,7 @@ def gather(
     returned instead. The first failure is raised unless ``return_exceptions`` is true.
     ``timeout`` raises ``TimeoutError`` saying how many finished.
     """
+    _check("gather", timeout, progress)
     plan = _Plan(fs, more)
     if iter:
         return _gather_iter(plan, return_exceptions, timeout, progress)
@@ -150,7 +162,7 @@ def gather(
 
 
 def _gather_iter(plan: _Plan, return_exceptions: bool, timeout: float | None, progress: Any) -> Iterator[Any]:
-    bar = _bar(progress, plan.total, "gather")
+    bar = progress_bar(progress, plan.total, "gather")
     count = 0
     try:
         for key, ok, value in plan.done:
@@ -184,7 +196,7 @@ def _gather_iter(plan: _Plan, return_exceptions: bool, timeout: float | None, pr
         bar.success()
 
 
-async def async_gather(
+def async_gather(
     fs: Any,
     *more: Any,
     return_exceptions: bool = False,
@@ -194,25 +206,61 @@ async def async_gather(
 ) -> Any:
     """``gather`` for coroutines: awaits coroutines, tasks and any futures without blocking the loop.
 
-    With ``iter=True`` the awaited value is an async iterator of ``(index_or_key, result)`` in
-    completion order: ``async for key, value in await async_gather(fs, iter=True): ...``.
+    ``await async_gather(...)`` gives the results. With ``iter=True`` it gives ``(index_or_key,
+    result)`` pairs in completion order: ``async for key, value in async_gather(fs, iter=True)``
+    (``await``-ing it first works too).
     """
-    plan = _Plan(fs, more, loop=asyncio.get_running_loop(), what="gather")
-    pairs = _async_gather_iter(plan, return_exceptions, timeout, progress)
+    _check("async_gather", timeout, progress)
     if iter:
-        return pairs
+        return _AsyncPairs(fs, more, return_exceptions, timeout, progress)
+    return _async_gather_all(fs, more, return_exceptions, timeout, progress)
+
+
+async def _async_gather_all(
+    fs: Any, more: tuple[Any, ...], return_exceptions: bool, timeout: float | None, progress: Any
+) -> Any:
+    plan = _Plan(fs, more, loop=asyncio.get_running_loop(), what="gather")
     results = {}
-    async for key, value in pairs:
+    async for key, value in _async_gather_iter(plan, return_exceptions, timeout, progress):
         results[key] = value
     if plan.is_dict:
         return {key: results[key] for key in plan.keys}
     return [results[i] for i in range(plan.total)]
 
 
+class _AsyncPairs:
+    """``async_gather(..., iter=True)``: an async iterator of pairs, which ``await`` returns as is.
+
+    Coroutines among the inputs become tasks only once iteration starts, on the running loop.
+    """
+
+    def __init__(self, *arguments: Any):
+        self._arguments = arguments
+        self._pairs: AsyncIterator[Any] | None = None
+
+    def __await__(self) -> Any:
+        return self
+        yield  # a generator, as __await__ must be
+
+    def __aiter__(self) -> _AsyncPairs:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self._pairs is None:
+            fs, more, return_exceptions, timeout, progress = self._arguments
+            plan = _Plan(fs, more, loop=asyncio.get_running_loop(), what="gather")
+            self._pairs = _async_gather_iter(plan, return_exceptions, timeout, progress)
+        return await self._pairs.__anext__()
+
+    async def aclose(self) -> None:
+        if self._pairs is not None:
+            await self._pairs.aclose()
+
+
 async def _async_gather_iter(
     plan: _Plan, return_exceptions: bool, timeout: float | None, progress: Any
 ) -> AsyncIterator[Any]:
-    bar = _bar(progress, plan.total, "gather")
+    bar = progress_bar(progress, plan.total, "gather")
     count = 0
     try:
         for key, ok, value in plan.done:
@@ -285,12 +333,13 @@ def wait(
     values). A plain value counts as done and comes back wrapped in a ``SyncFuture``.
     """
     when = ReturnWhen.parse(return_when, "return_when")
+    _check("wait", timeout, progress)
     plan, returned = _wait_inputs(fs, more)
     return _wait_plan(plan, returned, when, timeout, progress)
 
 
 def _wait_plan(plan: _Plan, returned: dict, when: ReturnWhen, timeout: Any, progress: Any) -> Any:
-    bar = _bar(progress, plan.total, "wait")
+    bar = progress_bar(progress, plan.total, "wait")
     done_keys = {key for key, _, _ in plan.done}
     stop = any(_stops(when, ok, value) for _, ok, value in plan.done)
     if bar is not None:
@@ -333,8 +382,9 @@ async def async_wait(
     """``wait`` for coroutines: accepts coroutines (run as tasks, which are returned), tasks and
     any futures, and awaits without blocking the event loop."""
     when = ReturnWhen.parse(return_when, "return_when")
+    _check("async_wait", timeout, progress)
     plan, returned = _wait_inputs(fs, more, loop=asyncio.get_running_loop())
-    bar = _bar(progress, plan.total, "wait")
+    bar = progress_bar(progress, plan.total, "wait")
     done_keys = {key for key, _, _ in plan.done}
     stop = any(_stops(when, ok, value) for _, ok, value in plan.done)
     if bar is not None:

@@ -17,6 +17,7 @@ from typing import Any
 from .errors import WorkerStoppedError
 from .futures import BaseFuture, remaining
 from .options import validate_options
+from .progress import check_progress, progress_bar
 from .worker import Worker
 
 
@@ -40,6 +41,7 @@ class TaskHandleMixin(cf.Executor):
 
         ``chunksize`` is accepted for compatibility; every item is its own call.
         """
+        check_progress(progress, "map")
         submit = self._caller("submit")
         futures = [submit(fn, *args) for args in zip(*iterables, strict=False)]  # like Executor.map
         return _results_in_order(futures, timeout, progress)
@@ -51,7 +53,7 @@ class TaskHandleMixin(cf.Executor):
 
 def _results_in_order(futures: list[BaseFuture], timeout: float | None, progress: Any) -> Iterator[Any]:
     deadline = None if timeout is None else time.monotonic() + timeout
-    bar = _progress_bar(progress, len(futures))
+    bar = progress_bar(progress, len(futures), "map")
     try:
         for future in futures:
             try:
@@ -69,15 +71,6 @@ def _results_in_order(futures: list[BaseFuture], timeout: float | None, progress
         if bar is not None:
             bar.failure()
         raise
-
-
-def _progress_bar(progress: Any, total: int) -> Any:
-    if not progress:
-        return None
-    from .progress import ProgressBar
-
-    settings = progress if isinstance(progress, dict) else {}
-    return ProgressBar(total=total, **settings)
 
 
 class TaskWorker(Worker):
