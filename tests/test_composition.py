@@ -135,6 +135,7 @@ def test_foreign_futures_are_resolved(mode):
         plain.set_result(20)
         assert dst.add(wrap_future(plain), 1).result(timeout=10) == 21
         assert dst.add(wrap_future(5), wrap_future(6)).result(timeout=10) == 11
+        assert dst.add(plain, 2).result(timeout=10) == 22  # a plain cf.Future, unwrapped too
     finally:
         dst.stop()
 
@@ -144,8 +145,10 @@ def test_future_resolving_later_is_waited_for(concurrent_mode):
     try:
         late = cf.Future()
         result = dst.add(wrap_future(late), 1)
+        raw = dst.add(1, late)  # the plain pending cf.Future itself
         threading.Timer(0.05, late.set_result, args=(41,)).start()
         assert result.result(timeout=10) == 42
+        assert raw.result(timeout=10) == 42
     finally:
         dst.stop()
 

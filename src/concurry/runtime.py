@@ -9,6 +9,7 @@ completion. Retries and limits (SPEC §10, §11) will wrap ``invoke`` here, once
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 import logging
 import threading
@@ -20,11 +21,13 @@ from .futures import BaseFuture
 logger = logging.getLogger("concurry")
 
 _PLAIN = (int, float, str, bytes, bool, type(None))
+# what is unwrapped in arguments: our futures and plain concurrent.futures ones
+_FUTURES = (BaseFuture, concurrent.futures.Future)
 
 
 def contains_future(value: Any) -> bool:
-    """Is there a ``BaseFuture`` in ``value`` (top level, or nested in list/tuple/set/dict values)?"""
-    if isinstance(value, BaseFuture):
+    """Is there a future in ``value`` (top level, or nested in list/tuple/set/dict values)?"""
+    if isinstance(value, _FUTURES):
         return True
     kind = type(value)
     if kind in _PLAIN:
@@ -42,7 +45,7 @@ def call_has_futures(args: tuple, kwargs: dict) -> bool:
 
 def replace_futures(value: Any, resolve: Callable[[BaseFuture], Any]) -> Any:
     """Copy ``value`` with every future replaced by ``resolve(future)``; a failure propagates."""
-    if isinstance(value, BaseFuture):
+    if isinstance(value, _FUTURES):
         return resolve(value)
     kind = type(value)
     if kind is dict:
@@ -54,7 +57,7 @@ def replace_futures(value: Any, resolve: Callable[[BaseFuture], Any]) -> Any:
 
 def collect_futures(value: Any, into: list) -> list:
     """Append every future found in ``value`` to ``into`` (same traversal as ``replace_futures``)."""
-    if isinstance(value, BaseFuture):
+    if isinstance(value, _FUTURES):
         into.append(value)
     elif type(value) is dict:
         for v in value.values():
@@ -118,7 +121,8 @@ class Runtime:
         """Run one call on the current event loop (asyncio mode): futures are awaited, not blocked on."""
         if self.unwrap_futures and (args or kwargs) and call_has_futures(args, kwargs):
             found = collect_futures((args, kwargs), [])
-            values = {id(f): await f for f in found}
+            awaitables = [f if isinstance(f, BaseFuture) else asyncio.wrap_future(f) for f in found]
+            values = {id(f): await a for f, a in zip(found, awaitables, strict=True)}
             args, kwargs = replace_futures((args, kwargs), lambda f: values[id(f)])
         result = self.method(name)(*args, **kwargs)
         if inspect.iscoroutine(result):
