@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import sys
 import threading
+from multiprocessing import connection
 
 from .backends import Backend
 
@@ -23,40 +24,75 @@ def start_backends(backends: list[Backend]) -> tuple[list[Backend], BaseExceptio
     Backends that can (process) are launched all at once, then waited on; others are started
     from helper threads so that slow ``__init__``s overlap.
     """
+    if all(hasattr(b, "launch") and hasattr(b, "wait_ready") for b in backends):
+        return _launch_and_wait(backends)
     errors: list[BaseException | None] = [None] * len(backends)
     started: list[bool] = [False] * len(backends)
-    if all(hasattr(b, "launch") and hasattr(b, "wait_ready") for b in backends):
-        launched = []
-        for i, backend in enumerate(backends):
-            try:
-                backend.launch()
-            except BaseException as exc:
-                errors[i] = exc
-                break
-            launched.append(i)
-        for i in launched:
-            try:
-                backends[i].wait_ready()
-                started[i] = True
-            except BaseException as exc:
-                errors[i] = exc
-    else:
 
-        def start(i: int) -> None:
-            try:
-                backends[i].start()
-                started[i] = True
-            except BaseException as exc:
-                errors[i] = exc
+    def start(i: int) -> None:
+        try:
+            backends[i].start()
+            started[i] = True
+        except BaseException as exc:
+            errors[i] = exc
 
-        helpers = [threading.Thread(target=start, args=(i,), daemon=True) for i in range(1, len(backends))]
-        for thread in helpers:
-            thread.start()
-        start(0)
-        for thread in helpers:
-            thread.join()
+    # A thread backend's ``__init__`` runs in its own thread and cannot be interrupted, so
+    # here every start runs to its end before the first error is reported.
+    helpers = [threading.Thread(target=start, args=(i,), daemon=True) for i in range(1, len(backends))]
+    for thread in helpers:
+        thread.start()
+    start(0)
+    for thread in helpers:
+        thread.join()
     ok = [b for b, s in zip(backends, started, strict=True) if s]
     return ok, next((e for e in errors if e is not None), None)
+
+
+def _launch_and_wait(backends: list[Backend]) -> tuple[list[Backend], BaseException | None]:
+    """Launch every backend, then take them as they become ready (not in index order), so the
+    first ``__init__`` error is seen as soon as it happens; the workers not yet ready are then
+    killed without waiting for their ``__init__``. Returns the started backends in index order.
+    """
+    error: BaseException | None = None
+    launched: list[Backend] = []
+    for backend in backends:
+        try:
+            backend.launch()
+        except BaseException as exc:
+            error = exc
+            break
+        launched.append(backend)
+    ready: set[int] = set()
+    unready = list(launched)
+    try:
+        while unready and error is None:
+            for backend in _first_ready(unready):
+                try:
+                    backend.wait_ready()
+                except BaseException as exc:  # it killed its own child; stopping it again is harmless
+                    error = exc
+                    break
+                unready.remove(backend)
+                ready.add(id(backend))
+    except BaseException as exc:  # e.g. KeyboardInterrupt while waiting: give up like on an error
+        error = exc
+    if error is not None:
+        for backend in unready:  # launched, not ready: killed now, their ``__init__`` abandoned
+            try:
+                backend.stop(0.0, True, True)
+            except Exception:
+                pass
+    return [b for b in backends if id(b) in ready], error
+
+
+def _first_ready(backends: list[Backend]) -> list[Backend]:
+    """Block until at least one of ``backends`` has something to read (its ready message, its
+    ``__init__`` error or the end of its connection); return those, in index order."""
+    conns = [getattr(b, "_conn", None) for b in backends]
+    if None in conns:  # nothing to watch: take them in order
+        return backends[:1]
+    readable = set(map(id, connection.wait(conns)))
+    return [b for b, c in zip(backends, conns, strict=True) if id(c) in readable]
 
 
 def stop_backends(backends: list[Backend], timeout: float | None, cancel_futures: bool) -> None:
