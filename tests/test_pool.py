@@ -60,6 +60,25 @@ class Counter:
     def fail(self, message: str) -> None:
         raise ValueError(message)
 
+    def gated_take(self, seq: int, gate: str) -> int:
+        """Wait at the gate, then note ``seq`` as the next call this instance ran."""
+        self.wait_for_file(gate)
+        self.seen = [*getattr(self, "seen", []), seq]
+        return seq
+
+    def seen_calls(self) -> list[int]:
+        return getattr(self, "seen", [])
+
+    def started_then_wait(self, started: str, gate: str) -> tuple[int, int]:
+        """Mark ``started`` (a file), then block at ``gate``: a call known to be running."""
+        open(started, "w").close()
+        return self.wait_for_file(gate)
+
+    def siblings(self, gate: str) -> tuple[int, set[int]]:
+        """This worker's pid and the live children of its parent, seen from inside a call."""
+        self.wait_for_file(gate, 0.05)
+        return os.getpid(), live_children_of(os.getppid())
+
     def die_if(self, x: int, bad: int) -> int:
         if x == bad:
             os._exit(1)
@@ -73,6 +92,63 @@ class BrokenInit:
 
     def ping(self) -> int:
         return 1
+
+
+class FirstToStartFails:
+    """The first instance to reach ``__init__`` raises at once; every other one sleeps ``seconds``."""
+
+    def __init__(self, flag_dir: str, seconds: float = 5.0):
+        try:
+            os.close(os.open(os.path.join(flag_dir, "failed"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            time.sleep(seconds)
+        else:
+            raise KeyError("first to start fails")
+
+    def ping(self) -> int:
+        return os.getpid()
+
+
+class SlowInit:
+    def __init__(self, seconds: float):
+        time.sleep(seconds)
+
+    def ping(self) -> int:
+        return os.getpid()
+
+
+class SlowReplacement:
+    """Starts at once, unless ``<flag_dir>/slow`` exists: then ``__init__`` waits for ``<flag_dir>/go``
+    (so a test can hold a replacement worker in its start)."""
+
+    def __init__(self, flag_dir: str):
+        if os.path.exists(os.path.join(flag_dir, "slow")):
+            deadline = time.monotonic() + 30
+            while not os.path.exists(os.path.join(flag_dir, "go")) and time.monotonic() < deadline:
+                time.sleep(0.005)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def live_children_of(pid: int) -> set[int]:
+    """Non-zombie children of ``pid``, read from /proc (works from any process of the same user)."""
+    pids: set[int] = set()
+    for thread_id in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{thread_id}/children") as f:
+                pids.update(int(p) for p in f.read().split())
+        except FileNotFoundError:
+            continue
+    alive = set()
+    for child in pids:
+        try:
+            with open(f"/proc/{child}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] != "Z":
+                    alive.add(child)
+        except FileNotFoundError:
+            continue
+    return alive
 
 
 def where() -> tuple[int, int]:
@@ -157,6 +233,30 @@ def test_init_error_is_raised_and_no_worker_is_left(pool_mode):
     assert wait_until(lambda: not (child_pids() - children))
 
 
+@pytest.mark.timeout(30)
+def test_process_pool_init_error_is_raised_without_waiting_for_slow_siblings(tmp_path):
+    """One worker's ``__init__`` fails at once while its two siblings sleep 5 s in theirs:
+    ``init()`` raises that error long before the sleeps end, and kills the sleeping workers."""
+    children = child_pids()
+    began = time.monotonic()
+    with pytest.raises(KeyError, match="first to start fails"):
+        worker(FirstToStartFails).options(mode="process", max_workers=3).init(str(tmp_path), 5.0)
+    assert time.monotonic() - began < 3.0  # did not wait for the 5 s sleeps
+    assert not (child_pids() - children)  # the sleeping siblings are gone already
+
+
+def test_process_pool_workers_start_in_parallel():
+    """Three ``__init__``s of 1 s each: the pool is ready in about 1 s, not 3 s."""
+    children = child_pids()
+    began = time.monotonic()
+    with worker(SlowInit).options(mode="process", max_workers=3).init(1.0) as pool:
+        elapsed = time.monotonic() - began
+        assert len(child_pids() - children) == 3
+        assert len({pool.ping().result(timeout=30) for _ in range(3)}) == 3
+    assert elapsed < 2.5
+    assert wait_until(lambda: not (child_pids() - children))
+
+
 # ---- load balancing ----
 
 
@@ -205,6 +305,36 @@ def test_active_avoids_the_busy_worker_round_robin_does_not(algorithm, avoids_bu
         assert not stuck and busy_worker not in answered
     else:
         assert stuck and busy_worker in answered
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("algorithm", ["total", "round_robin"])
+def test_total_sends_calls_to_a_replaced_worker_until_it_catches_up(algorithm, tmp_path):
+    """Worker 0 dies; while its replacement starts, its calls go to worker 1. Afterwards
+    ``total`` sends the next calls to the new worker 0 (fewest calls ever assigned) until the
+    counts are even, where ``round_robin`` simply alternates again."""
+    flags = str(tmp_path)
+    children = child_pids()
+    options = worker(SlowReplacement).options(mode="process", max_workers=2, load_balancing=algorithm)
+    with options.init(flags) as pool:
+        first, second = (pool.pid().result(timeout=30) for _ in range(2))  # workers 0 and 1
+        open(os.path.join(flags, "slow"), "w").close()  # the replacement will wait in __init__
+        os.kill(first, 9)
+        assert wait_until(lambda: pool.pool_stats()["workers"][0]["state"] == "crashed")
+        during = [pool.pid().result(timeout=30) for _ in range(6)]
+        assert during == [second] * 6  # worker 0 is being replaced: worker 1 takes everything
+        assert pool.pool_stats()["workers"][0]["state"] == "replacing"
+        open(os.path.join(flags, "go"), "w").close()
+        assert wait_until(lambda: [w["state"] for w in pool.pool_stats()["workers"]] == ["running"] * 2)
+        after = [pool.pid().result(timeout=30) for _ in range(6)]
+        totals = [w["total"] for w in pool.pool_stats()["workers"]]
+    replacement = (set(after) - {second}).pop()
+    assert replacement not in (first, second)
+    if algorithm == "total":
+        assert after == [replacement] * 6 and totals == [7, 7]
+    else:
+        assert after == [replacement, second] * 3 and totals == [4, 10]
+    assert wait_until(lambda: not (child_pids() - children))
 
 
 def test_total_balances_calls_assigned():
