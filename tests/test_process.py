@@ -80,6 +80,19 @@ class Box:
         print(text)
         print(f"err:{text}", file=sys.stderr)
 
+    def start_helper(self, how: str) -> int:
+        """Start a long-lived process that inherits this worker's descriptors (socket included)."""
+        if how == "popen":
+            return subprocess.Popen(["sleep", "30"], close_fds=False).pid
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(30)
+            os._exit(0)
+        return pid
+
+    def forked_from_parent(self) -> bool:
+        return hasattr(sys, "_concurry_test_marker")
+
 
 class TwoArgError(Exception):
     """Pickles, but cannot be rebuilt (its __init__ wants two arguments)."""
@@ -153,10 +166,13 @@ def test_default_start_is_safe_with_threads_running():
     stop = threading.Event()
     busy = threading.Thread(target=stop.wait, daemon=True)
     busy.start()
+    sys._concurry_test_marker = True  # a forked child would inherit it; a spawned one does not
     try:
         with ProcBox.options(mode="process").init() as w:
             assert w.incr().result(timeout=10) == 1
+            assert w.forked_from_parent().result(timeout=10) is False
     finally:
+        del sys._concurry_test_marker
         stop.set()
         lock.release()
 
@@ -169,9 +185,9 @@ def test_sigkill_fails_unfinished_calls_and_later_calls():
     pid = w.pid().result(timeout=10)
     futures = [w.sleep(30)] + [w.incr() for _ in range(5)]
     os.kill(pid, signal.SIGKILL)
-    for f in futures:
+    for f in futures:  # "within about a second": every future has failed 2 s after the kill
         with pytest.raises(WorkerCrashedError, match="SIGKILL"):
-            f.result(timeout=10)
+            f.result(timeout=2)
     with pytest.raises(WorkerCrashedError):
         w.incr()
     assert w._backend.crashed
@@ -186,7 +202,7 @@ def test_os_exit_fails_unfinished_calls_and_neighbours_keep_working():
     assert futures[0].result(timeout=10) == 1
     for f in futures[1:]:
         with pytest.raises(WorkerCrashedError, match="exited with code 3"):
-            f.result(timeout=10)
+            f.result(timeout=2)
     with pytest.raises(WorkerCrashedError):
         w.incr()
     assert neighbour.incr().result(timeout=10) == 1
@@ -245,13 +261,82 @@ def test_exceptions_keep_type_and_carry_the_worker_traceback():
         assert "in fail" in notes
 
 
-@pytest.mark.parametrize("method", ["raise_unpicklable", "raise_unrebuildable"])
-def test_exceptions_that_cannot_travel_arrive_as_text(method):
+@pytest.mark.parametrize(
+    ("method", "text"),
+    [
+        ("raise_unpicklable", "builtins.ValueError: carries a lock"),
+        ("raise_unrebuildable", "TwoArgError: a+b"),
+    ],
+)
+def test_exceptions_that_cannot_travel_arrive_as_text(method, text):
     with ProcBox.options(mode="process").init() as w:
-        with pytest.raises(Exception) as info:
+        with pytest.raises(RuntimeError) as info:
             getattr(w, method)().result(timeout=10)
-        assert "carries a lock" in str(info.value) or "a+b" in str(info.value)
+        assert text in str(info.value)
+        assert "traceback in the worker process" in "\n".join(info.value.__notes__)
         assert w.incr().result(timeout=10) == 1
+
+
+def test_exception_class_unknown_to_the_parent_arrives_as_text(tmp_path, monkeypatch):
+    """The class lives in a module only the child can import."""
+    (tmp_path / "childonly_errors.py").write_text("class ChildOnlyError(Exception):\n    pass\n")
+    code = "import sys; sys.path.insert(0, %r); import childonly_errors as m; raise m.ChildOnlyError('deep')"
+    with concurry.Executor(mode="process") as ex:
+        with pytest.raises(RuntimeError, match=r"childonly_errors\.ChildOnlyError: deep"):
+            ex.submit(exec, code % str(tmp_path)).result(timeout=10)
+        assert ex.submit(int, "7").result(timeout=10) == 7
+
+
+# ---- futures' states ----
+
+
+def test_calls_handed_to_the_process_are_running_and_cannot_be_cancelled(tmp_path):
+    with ProcBox.options(mode="process").init() as w:
+        marker = tmp_path / "started"
+        first = w.sleep_marked(str(marker), 0.5)
+        queued = w.record("queued")
+        wait_until(marker.exists)
+        assert first.running()
+        assert not first.cancel() and not queued.cancel()  # as with ProcessPoolExecutor
+        held = w.record(w.sleep(0.3))  # waits in the parent for its argument: still cancellable
+        assert held.cancel() and held.cancelled()
+        assert w.record("last").result(timeout=10) == ["queued", "last"]
+        assert queued.result(timeout=10) == ["queued"]
+
+
+# ---- a process the worker started holds the worker's socket ----
+
+
+@pytest.mark.parametrize("how", ["popen", "fork"])
+def test_crash_is_seen_while_a_helper_process_holds_the_socket(how):
+    w = ProcBox.options(mode="process").init()
+    pid = w.pid().result(timeout=10)
+    helper = w.start_helper(how).result(timeout=10)
+    try:
+        pending = w.sleep(30)
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(WorkerCrashedError, match="SIGKILL"):
+            pending.result(timeout=2)
+        start = time.monotonic()
+        w.stop(timeout=1)
+        assert time.monotonic() - start < 5
+    finally:
+        os.kill(helper, signal.SIGKILL)
+
+
+def test_stop_returns_while_a_helper_process_holds_the_socket():
+    w = ProcBox.options(mode="process").init()
+    helper = w.start_helper("fork").result(timeout=10)
+    try:
+        done = w.incr()
+        start = time.monotonic()
+        w.stop(timeout=2)
+        assert time.monotonic() - start < 5
+        assert done.result(timeout=1) == 1
+        with pytest.raises(WorkerStoppedError):
+            w.incr()
+    finally:
+        os.kill(helper, signal.SIGKILL)
 
 
 # ---- futures among arguments and results ----

@@ -22,6 +22,7 @@ import atexit
 import collections
 import os
 import pickle
+import select
 import socket
 import subprocess
 import sys
@@ -196,6 +197,9 @@ class ProcessBackend(Backend):
             if self._held:  # an earlier call waits for its arguments: keep actor order
                 self._held.append((future, name, None, None, (), payload))
                 return future
+            # As in ProcessPoolExecutor: a call handed to the process is running (no cancel())
+            if not future.set_running_or_notify_cancel():
+                return future
             self._pending.append(future)
             self._seq += 1
             if (
@@ -272,7 +276,7 @@ class ProcessBackend(Backend):
                     self._queue.append(STOP)
                     self._wake.set()
                     continue
-                if self._crashed or future.done():
+                if self._crashed or not future.set_running_or_notify_cancel():
                     continue
                 if payload is None:
                     error = wire.first_failure(deps)
@@ -319,8 +323,9 @@ class ProcessBackend(Backend):
 
     def _read(self) -> None:
         pending, recv, loads = self._pending, child.receiver(self._conn), pickle.loads
+        alive = _ExitWatch(self._conn.fileno(), self.pid)
         try:
-            while True:
+            while alive():
                 message = loads(recv())
                 for item in message if type(message) is list else (message,):
                     future = pending.popleft()
@@ -340,10 +345,18 @@ class ProcessBackend(Backend):
             pass
         except Exception as exc:  # a protocol error must not strand futures either
             sys.stderr.write(f"concurry: process worker {self.name} reader failed: {exc!r}\n")
+        alive.close()
         self._on_child_gone()
 
     def _on_child_gone(self) -> None:
-        """The socket closed: reap the child, fail or cancel everything unfinished, release."""
+        """The child is gone: reap it, fail or cancel everything unfinished, release."""
+        # First unblock any write stuck on a full socket that nobody reads any more (a process
+        # the child started may still hold the other end); such a writer may hold our lock.
+        with socket.fromfd(self._conn.fileno(), socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         self._reap(deadline=time.monotonic() + 5.0)
         with self._lock:
             self._closed = True
@@ -426,3 +439,32 @@ class ProcessBackend(Backend):
             reader.join()
 
 
+class _ExitWatch:
+    """A check to make before each read: block until the socket has data (True) or the child
+    has exited with nothing left to read (False).
+
+    End-of-file alone is not enough: a process the user's code forked or started inside the
+    worker may hold a copy of the socket, which then never closes. A Linux pidfd tells us when
+    the child itself is gone; where there is none, end-of-file is what we have.
+    """
+
+    def __init__(self, fd: int, pid: int):
+        self.fd = fd
+        self.pidfd: int | None = None
+        try:
+            self.pidfd = os.pidfd_open(pid)
+        except (AttributeError, OSError):  # not Linux, or the child is gone already (EOF tells)
+            return
+        self.poller = select.poll()
+        self.poller.register(fd, select.POLLIN)
+        self.poller.register(self.pidfd, select.POLLIN)
+
+    def __call__(self) -> bool:
+        if self.pidfd is None:
+            return True
+        return any(fd == self.fd for fd, _ in self.poller.poll())
+
+    def close(self) -> None:
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
