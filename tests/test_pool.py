@@ -449,27 +449,41 @@ def test_stop_lets_waiting_calls_finish(pool_mode):
     assert all(f.done() and not f.cancelled() and f.exception() is None for f in futures)
 
 
-def test_stop_cancel_futures_cancels_waiting_calls():
-    release = threading.Event()
-    pool = Counter.options(mode="thread", max_workers=2, max_queued_tasks=1).init()
-    running = [pool.wait_event(release) for _ in range(2)]
+def _running_and_waiting(pool, tmp_path) -> tuple[list, list, str]:
+    """Two calls running (one per worker, held at a gate) and ten waiting in the library's queue."""
+    gate = str(tmp_path / "gate")
+    started = [str(tmp_path / f"started{i}") for i in range(2)]
+    running = [pool.started_then_wait(path, gate) for path in started]
     waiting = [pool.square(i) for i in range(10)]
-    assert wait_until(lambda: all(f.running() for f in running))  # started: not cancellable
-    threading.Timer(0.2, release.set).start()
+    assert sum(w["waiting"] for w in pool.pool_stats()["workers"]) > 0
+    assert wait_until(lambda: all(os.path.exists(path) for path in started), timeout=30)
+    return running, waiting, gate
+
+
+@pytest.mark.timeout(60)
+def test_stop_cancel_futures_cancels_waiting_calls(pool_mode, tmp_path):
+    children = child_pids()
+    pool = Counter.options(mode=pool_mode, max_workers=2, max_queued_tasks=1).init()
+    running, waiting, gate = _running_and_waiting(pool, tmp_path)
+    threading.Timer(0.2, lambda: open(gate, "w").close()).start()
     pool.stop(cancel_futures=True)
-    assert all(f.result() for f in running)
+    assert all(f.result() for f in running)  # started calls finish
     assert all(f.cancelled() for f in waiting)
+    assert wait_until(lambda: not (child_pids() - children))
 
 
-def test_stop_timeout_cancels_what_is_left_and_returns():
-    release = threading.Event()
-    pool = Counter.options(mode="thread", max_workers=2, max_queued_tasks=1).init()
-    running = [pool.wait_event(release, 5.0) for _ in range(2)]
-    waiting = [pool.square(i) for i in range(10)]
+@pytest.mark.timeout(60)
+def test_stop_timeout_cancels_what_is_left_and_returns(pool_mode, tmp_path):
+    children = child_pids()
+    pool = Counter.options(mode=pool_mode, max_workers=2, max_queued_tasks=1).init()
+    running, waiting, gate = _running_and_waiting(pool, tmp_path)
+    began = time.monotonic()
     pool.stop(timeout=0.2)
+    assert time.monotonic() - began < 5.0  # the running calls would hold it for 30 s
     assert all(f.done() for f in running + waiting)  # never pending
     assert all(f.cancelled() for f in waiting)
-    release.set()
+    open(gate, "w").close()  # (thread workers cannot be killed: let them end)
+    assert wait_until(lambda: not (child_pids() - children))
 
 
 def test_call_after_stop_raises_naming_the_pool(pool_mode):
@@ -490,6 +504,21 @@ def test_context_manager_stops_and_releases_everything(pool_mode):
         pool.square(3)
     assert wait_until(lambda: thread_count() <= threads)
     assert wait_until(lambda: not (child_pids() - children))
+
+
+@pytest.mark.timeout(60)
+def test_leaving_the_with_block_finishes_every_queued_call(pool_mode, tmp_path):
+    """Far more calls than the backends may hold (2 workers x 2), held back by a gate that
+    opens just before the block ends: all of them have finished, with their results, when
+    the ``with`` block is left."""
+    gate = str(tmp_path / "gate")
+    with Counter.options(mode=pool_mode, max_workers=2, max_queued_tasks=2).init() as pool:
+        blockers = [pool.wait_for_file(gate) for _ in range(2)]  # one per worker (round robin)
+        futures = [pool.square(i) for i in range(300)]
+        assert sum(w["waiting"] for w in pool.pool_stats()["workers"]) >= 300 - 2
+        threading.Timer(0.2, lambda: open(gate, "w").close()).start()
+    assert all(f.done() and not f.cancelled() for f in blockers + futures)
+    assert [f.result() for f in futures] == [i * i for i in range(300)]
 
 
 def test_garbage_collected_pool_releases_its_workers():
@@ -544,6 +573,30 @@ def test_on_demand_max_workers_zero_means_cpu_count_minus_one():
     with Counter.options(mode="thread", on_demand=True, max_workers=0).init() as pool:
         assert pool.pool_stats()["max_workers"] == max(1, (os.cpu_count() or 2) - 1)
         assert pool.square(5).result(timeout=10) == 25
+
+
+@pytest.mark.timeout(90)
+def test_on_demand_process_max_workers_zero_caps_at_cpu_count_minus_one(tmp_path):
+    """``max_workers=0``: at most ``cpu_count() - 1`` worker processes alive at once (seen from the
+    test and from inside each call), a fresh process for every call."""
+    cap = max(1, (os.cpu_count() or 2) - 1)
+    children = child_pids()
+    gate = str(tmp_path / "gate")
+    with Counter.options(mode="process", on_demand=True, max_workers=0).init() as pool:
+        assert pool.pool_stats()["max_workers"] == cap
+        futures = [pool.siblings(gate) for _ in range(cap + 2)]
+        assert wait_until(lambda: len(child_pids() - children) == cap, timeout=30)
+        most = 0
+        open(gate, "w").close()
+        while not all(f.done() for f in futures):
+            most = max(most, len(live_children_of(os.getpid()) - children))
+            time.sleep(0.005)
+        results = [f.result() for f in futures]
+    pids = [pid for pid, _ in results]
+    assert len(set(pids)) == cap + 2
+    assert most <= cap
+    assert all(len(alive - children) <= cap for _, alive in results)
+    assert wait_until(lambda: not (child_pids() - children))
 
 
 def test_on_demand_init_error_fails_the_call():
