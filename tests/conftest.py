@@ -41,7 +41,7 @@ def _fresh_global_config():
 
 
 def child_pids() -> set[int]:
-    """Live (non-zombie) children of this test process, read from /proc."""
+    """Children of this test process (zombies included), read from /proc."""
     pids: set[int] = set()
     for task in os.listdir(f"/proc/{os.getpid()}/task"):
         try:

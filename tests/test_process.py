@@ -480,9 +480,10 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_script_without_main_guard_is_not_rerun(tmp_path):
+@pytest.mark.parametrize("method", ["spawn", "forkserver", "fork"])
+def test_script_without_main_guard_is_not_rerun(tmp_path, method):
     path = tmp_path / "unguarded.py"
-    path.write_text(SCRIPT)
+    path.write_text(SCRIPT.replace('mode="process"', f'mode="process", mp_context="{method}"'))
     proc = _run([sys.executable, str(path)], tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("script body ran") == 1

@@ -4,7 +4,7 @@ as scripts (no ``__main__`` guard), from ``tests/seed_scripts/workers_*.py``.
 Where a snippet is a fragment (uses a class it does not define, calls a method that does not
 exist, or never uses what it defines), the script carries the smallest completion, marked
 "added" in a comment. Examples that say ``mode="process"`` run as written *and* once more with
-``mode="thread"`` (issue #2: until the process backend lands, the thread variant is what runs).
+``mode="thread"``: switching the mode is the seed's promise.
 """
 
 from __future__ import annotations

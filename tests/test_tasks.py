@@ -190,6 +190,23 @@ def test_shutdown_cancel_futures(m):
     assert first.result(timeout=5) is True
 
 
+def touch_and_sleep(path: str, seconds: float) -> float:
+    open(path, "w").close()
+    time.sleep(seconds)
+    return seconds
+
+
+def test_shutdown_cancel_futures_in_process_mode(tmp_path):
+    tw = TaskWorker.options(mode="process").init()
+    marker = tmp_path / "started"
+    first = tw.submit(touch_and_sleep, str(marker), 0.5)
+    rest = [tw.submit(square, i) for i in range(5)]
+    assert wait_until(marker.exists)
+    tw.shutdown(cancel_futures=True)
+    assert first.result(timeout=5) == 0.5  # the running call finishes
+    assert all(f.cancelled() for f in rest)  # the ones not started are cancelled
+
+
 def test_taskworker_context_manager(mode):
     before = set(concurry_threads())
     with TaskWorker.options(mode=mode).init() as tw:
