@@ -60,14 +60,14 @@ class Counter:
     def fail(self, message: str) -> None:
         raise ValueError(message)
 
-    def gated_take(self, seq: int, gate: str) -> int:
-        """Wait at the gate, then note ``seq`` as the next call this instance ran."""
-        self.wait_for_file(gate)
-        self.seen = [*getattr(self, "seen", []), seq]
+    def gated_take(self, seq: int, gate: str, seconds: float = 0.0) -> int:
+        """Note ``seq`` as the next call this instance ran, then wait at the gate and nap."""
+        self.__dict__.setdefault("seen", []).append(seq)
+        self.wait_for_file(gate, seconds)
         return seq
 
     def seen_calls(self) -> list[int]:
-        return getattr(self, "seen", [])
+        return self.__dict__.get("seen", [])
 
     def started_then_wait(self, started: str, gate: str) -> tuple[int, int]:
         """Mark ``started`` (a file), then block at ``gate``: a call known to be running."""
@@ -360,7 +360,8 @@ def test_random_uses_every_worker_and_not_in_turn():
 def test_submission_never_blocks_and_backend_holds_at_most_max_queued(pool_mode, tmp_path, monkeypatch):
     """1,000 slow calls on 4 workers with ``max_queued_tasks=2``: every future is returned
     while the workers are still held at a gate (a blocking submit would deadlock here); no
-    backend ever holds more than 2 unfinished calls; all 1,000 complete."""
+    backend ever holds more than 2 unfinished calls; all 1,000 complete, and each worker ran
+    its share in submission order (the library's queue is first in, first out)."""
     backend_cls = backend_class(ExecutionMode.parse(pool_mode))
     original_submit = backend_cls.submit
     lock = threading.Lock()
@@ -375,7 +376,7 @@ def test_submission_never_blocks_and_backend_holds_at_most_max_queued(pool_mode,
     monkeypatch.setattr(backend_cls, "submit", spy_submit)
     gate = str(tmp_path / "gate")
     with Counter.options(mode=pool_mode, max_workers=4, max_queued_tasks=2).init() as pool:
-        futures = [pool.wait_for_file(gate, 0.001) for _ in range(1000)]
+        futures = [pool.gated_take(i, gate, 0.001) for i in range(1000)]
         stats = pool.pool_stats()
         assert sum(f.done() for f in futures) == 0
         assert stats["unfinished"] == 1000
@@ -385,7 +386,10 @@ def test_submission_never_blocks_and_backend_holds_at_most_max_queued(pool_mode,
         open(gate, "w").close()
         _, not_done = cf.wait(futures, timeout=100)
         assert not not_done
-        assert all(f.exception() is None for f in futures)
+        assert [f.result() for f in futures] == list(range(1000))
+        seen = [pool.seen_calls().result(timeout=30) for _ in range(4)]  # one per worker, in turn
+    # round robin: worker k got calls k, k+4, k+8, ... and ran them in that order
+    assert seen == [list(range(k, 1000, 4)) for k in range(4)]
     assert len(most) == 4 and max(most.values()) == 2
 
 
