@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import pytest
@@ -78,6 +79,22 @@ def test_unknown_setting_and_section():
         global_config.section("gpu")
 
 
+def test_unknown_setting_names_it_and_lists_the_accepted_ones():
+    with pytest.raises(ValueError) as info:
+        global_config.thread.nope = 1
+    message = str(info.value)
+    assert "unknown setting 'nope' for global_config.thread" in message
+    assert "max_workers" in message and "num_retries" in message and "stop_timeout" in message
+    assert "pydantic" not in message
+    with pytest.raises(ValueError, match=r"unknown setting 'retries' for global_config\.defaults"):
+        global_config.defaults.retries = 3
+    # a misspelt section is named too, when set and when read
+    with pytest.raises(ValueError, match="unknown config section 'threads'; sections: defaults, sync"):
+        global_config.threads = 1
+    with pytest.raises(AttributeError, match="no section 'thred'; sections: defaults, sync"):
+        global_config.thred.max_workers = 4
+
+
 def test_default_mode_comes_from_global_config():
     global_config.defaults.mode = "thread"
     w = ThingWorker.init()
@@ -134,10 +151,61 @@ def test_options_beat_global_values_for_every_kind():
         assert (o.retry.num_retries, o.retry.retry_wait, o.unwrap_futures) == (1, 0.5, True)
 
 
-def test_global_max_workers_for_sync_is_checked_at_init():
-    global_config.defaults.max_workers = 4
-    with pytest.raises(ValueError, match="max_workers=4 is not accepted for mode='sync'"):
-        ThingWorker.options(mode="sync").init()
+@pytest.mark.parametrize("how", ["attribute", "temp_config"])
+def test_global_default_pool_size_does_not_break_single_worker_modes(how):
+    with contextlib.ExitStack() as stack:
+        if how == "attribute":
+            global_config.defaults.max_workers = 4
+        else:
+            stack.enter_context(temp_config(global_max_workers=4))
+        for m in ("sync", "asyncio"):
+            w = ThingWorker.options(mode=m).init()  # the default pool size does not apply here
+            try:
+                assert w.value().result(timeout=10) == 1
+                assert resolve_options({"mode": ExecutionMode(m)}).max_workers == 1
+                assert global_config.effective(m)["max_workers"] == 1
+            finally:
+                w.stop()
+        # ... but it does make pools for the modes that have them
+        assert resolve_options({"mode": ExecutionMode.THREAD}).is_pool
+        assert global_config.effective("thread")["max_workers"] == 4
+        # and an explicit pool size for sync/asyncio is still refused at options() time
+        with pytest.raises(ValueError, match="max_workers=4 is not accepted for mode='sync'"):
+            ThingWorker.options(mode="sync", max_workers=4)
+
+
+def test_global_default_mode_sync_with_default_pool_size_builds_one_worker():
+    global_config.defaults.mode = "sync"
+    global_config.defaults.max_workers = 3
+    w = ThingWorker.init()
+    try:
+        assert w.mode == "sync" and w.value().result() == 1
+    finally:
+        w.stop()
+
+
+@pytest.mark.parametrize("section", ["sync", "asyncio"])
+@pytest.mark.parametrize("value", [0, 2, 8])
+def test_single_worker_mode_section_refuses_a_pool_size(section, value):
+    with pytest.raises(ValueError) as info:
+        global_config.section(section).max_workers = value
+    message = str(info.value)
+    assert f"global_config.{section}.max_workers={value} is not accepted" in message
+    assert "sync and asyncio run one worker" in message
+    assert "max_workers" not in global_config.section(section).model_fields_set
+    expected = rf"global_config\.{section}\.max_workers={value} is not accepted"
+    with pytest.raises(ValueError, match=expected), temp_config(**{f"{section}_max_workers": value}):
+        pass
+    global_config.section(section).max_workers = 1  # 1 is fine
+    with pytest.raises(ValueError, match="max_workers must be an int >= 0"):
+        global_config.section(section).max_workers = -1  # range errors stay the same
+
+
+def test_global_zero_max_workers_gives_one_worker_unless_on_demand():
+    global_config.thread.max_workers = 0  # 0 means "no fixed cap" for on-demand pools only
+    assert resolve_options({"mode": ExecutionMode.THREAD}).max_workers == 1
+    o = resolve_options({"mode": ExecutionMode.THREAD, "on_demand": True})
+    assert o.on_demand and o.max_workers == 0
 
 
 # ---- temp_config ----

@@ -145,6 +145,25 @@ def test_on_demand_rejected_for_sync_and_asyncio():
         PlainWorker.options(mode="sync", on_demand=True)
 
 
+@pytest.mark.parametrize("m", ["thread", "process"])
+def test_max_workers_zero_needs_on_demand(m):
+    # SPEC §4 gives max_workers=0 a meaning only with on_demand=True
+    with pytest.raises(ValueError) as info:
+        PlainWorker.options(mode=m, max_workers=0)
+    message = str(info.value)
+    assert "max_workers=0 is only accepted together with on_demand=True" in message
+    assert "max_workers=1 for one worker" in message
+    with pytest.raises(ValueError, match="max_workers=0 is only accepted"):
+        worker(mode=m, max_workers=0, on_demand=False)(Plain)
+    with pytest.raises(ValueError, match="max_workers=0 is only accepted"):
+        worker(mode=m, max_workers=0)(Plain).init(1)  # the decorator alone: refused by init()
+    with pytest.raises(ValueError, match="max_workers=0 is only accepted"):
+        worker(on_demand=True)(Plain).options(on_demand=False, max_workers=0)
+    # with on_demand it is accepted, whichever layer gives on_demand
+    assert resolve_options(PlainWorker.options(mode=m, max_workers=0, on_demand=True)._options).on_demand
+    assert resolve_options(worker(on_demand=True)(Plain).options(mode=m, max_workers=0)._options).on_demand
+
+
 @pytest.mark.parametrize("bad", [-1, 1.5, "4", True, None])
 def test_max_workers_type_and_range(bad):
     with pytest.raises((TypeError, ValueError), match=r"max_workers must be an int >= 0"):

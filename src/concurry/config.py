@@ -12,10 +12,10 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, PrivateAttr, field_validator
 
 from .constants import ExecutionMode, LoadBalancingAlgorithm, PollingAlgorithm, RetryAlgorithm
-from .options import VALIDATORS
+from .options import SINGLE_WORKER_MODES, VALIDATORS
 
 
 class _Section(BaseModel):
@@ -40,6 +40,28 @@ class _Section(BaseModel):
     stop_timeout: float = 30.0
     polling_algorithm: PollingAlgorithm = PollingAlgorithm.ADAPTIVE
     polling_interval: float = 0.01
+
+    _section_name: str = PrivateAttr(default="defaults")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name.startswith("_"):
+            return super().__setattr__(name, value)
+        section = self._section_name
+        if name not in type(self).model_fields:
+            raise ValueError(
+                f"unknown setting {name!r} for global_config.{section}; accepted settings: "
+                f"{', '.join(type(self).model_fields)}"
+            )
+        if name == "max_workers" and section in {m.value for m in SINGLE_WORKER_MODES}:
+            value = VALIDATORS[name](name, value)
+            if value != 1:
+                raise ValueError(
+                    f"global_config.{section}.max_workers={value!r} is not accepted: sync and asyncio "
+                    "run one worker, so only 1 is allowed; set global_config.thread.max_workers, "
+                    "global_config.process.max_workers or global_config.defaults.max_workers "
+                    "(which sync/asyncio ignore) for pools"
+                )
+        super().__setattr__(name, value)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -71,7 +93,22 @@ class GlobalConfig:
         """Restore every section to the library's defaults."""
         self.defaults = _Section()
         for mode in ExecutionMode:
-            setattr(self, mode.value, _Section(**_MODE_DEFAULTS.get(mode, {})))
+            section = _Section(**_MODE_DEFAULTS.get(mode, {}))
+            section._section_name = mode.value
+            setattr(self, mode.value, section)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name != "_lock" and name not in self.SECTIONS:
+            raise ValueError(
+                f"unknown config section {name!r}; sections: {', '.join(self.SECTIONS)} "
+                f"(set a value on one of them, e.g. global_config.thread.max_workers = 8)"
+            )
+        object.__setattr__(self, name, value)
+
+    def __getattr__(self, name: str) -> Any:  # only reached for names that do not exist
+        if name.startswith("_"):
+            raise AttributeError(name)
+        raise AttributeError(f"global_config has no section {name!r}; sections: {', '.join(self.SECTIONS)}")
 
     def section(self, name: str) -> _Section:
         if name not in self.SECTIONS:
@@ -83,7 +120,10 @@ class GlobalConfig:
 
     def lookup(self, mode: ExecutionMode, name: str) -> Any:
         """The effective value of ``name`` for ``mode``: the mode's own if set, else the default."""
-        section = getattr(self, ExecutionMode.parse(mode).value)
+        mode = ExecutionMode.parse(mode)
+        if name == "max_workers" and mode in SINGLE_WORKER_MODES:
+            return 1  # sync/asyncio run one worker whatever pool size the defaults give
+        section = getattr(self, mode.value)
         if name in section.model_fields_set:
             return getattr(section, name)
         return getattr(self.defaults, name)

@@ -159,20 +159,35 @@ def validate_options(options: Mapping[str, Any]) -> dict[str, Any]:
         if name not in ACCEPTED_OPTIONS:
             raise _unknown(name)
         out[name] = value if name in RAY_OPTIONS else VALIDATORS[name](name, value)
-    _check_single_worker_modes(out)
+    _check_single_worker_modes(out, complete=False)
     return out
 
 
-def _check_single_worker_modes(values: Mapping[str, Any]) -> None:
+SINGLE_WORKER_MODES = (ExecutionMode.SYNC, ExecutionMode.ASYNCIO)
+
+
+def _check_single_worker_modes(values: Mapping[str, Any], complete: bool = True) -> None:
+    """Check a combination of user-given options: sync/asyncio take only ``max_workers=1`` and
+    no ``on_demand``; ``max_workers=0`` is defined only for on-demand pools (SPEC §4).
+
+    ``complete=False`` is for one layer alone (``@worker(...)`` or one ``options()`` call), whose
+    missing ``on_demand`` may come from another layer: ``@worker(on_demand=True)`` then
+    ``.options(max_workers=0)`` is fine. The merged layers and ``init()`` check with ``complete``."""
     mode, max_workers = values.get("mode"), values.get("max_workers")
-    if mode in (ExecutionMode.SYNC, ExecutionMode.ASYNCIO) and max_workers not in (None, 1):
+    if mode in SINGLE_WORKER_MODES and max_workers not in (None, 1):
         raise ValueError(
             f"max_workers={max_workers!r} is not accepted for mode={mode.value!r}: "
             f"{mode.value} workers run on one thread, so only max_workers=1 is allowed; "
             "use mode='thread' or mode='process' for a pool"
         )
-    if mode in (ExecutionMode.SYNC, ExecutionMode.ASYNCIO) and values.get("on_demand"):
+    if mode in SINGLE_WORKER_MODES and values.get("on_demand"):
         raise ValueError(f"on_demand=True is not accepted for mode={mode.value!r}; use 'thread' or 'process'")
+    if max_workers == 0 and not values.get("on_demand") and (complete or "on_demand" in values):
+        raise ValueError(
+            "max_workers=0 is only accepted together with on_demand=True (an on-demand pool with no "
+            "fixed cap); accepted values: max_workers=1 for one worker, max_workers=N (N > 1) for a "
+            "pool of N, or max_workers=0 or N with on_demand=True"
+        )
 
 
 @dataclass(frozen=True)
@@ -222,8 +237,15 @@ def resolve_options(given: Mapping[str, Any]) -> WorkerOptions:
     balancing = given.get("load_balancing") or pick(
         "load_balancing_on_demand" if on_demand else "load_balancing"
     )
-    max_workers = pick("max_workers")
-    values = {"mode": mode, "max_workers": max_workers, "on_demand": on_demand}
+    values = {"mode": mode, "on_demand": on_demand}
+    if "max_workers" in given:  # the user asked for this pool size: it must fit the mode
+        max_workers = values["max_workers"] = given["max_workers"]
+    else:
+        # A pool size from global_config is a default, not a request: sync/asyncio get 1 (lookup
+        # sees to that), and 0 (meaningful only for on-demand pools) means one worker otherwise.
+        max_workers = global_config.lookup(mode, "max_workers")
+        if max_workers == 0 and not on_demand:
+            max_workers = 1
     _check_single_worker_modes(values)
     return WorkerOptions(
         mode=mode,
