@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import os
 import threading
 
@@ -17,7 +18,7 @@ from pydantic import (
     validate_call,
 )
 
-from concurry import worker
+from concurry import Worker, worker
 from conftest import concurry_threads
 
 # ---- model workers (module level so process mode can import them) ----
@@ -229,3 +230,56 @@ def test_pydantic_aliases_private_attributes_and_model_validators(mode):
             w.stop()
     with pytest.raises(ValidationError, match="n must be >= 0"):
         worker(Cache).options(mode=mode).init(count=-1)
+
+
+# ---- Worker subclasses mixed with classes that have their own metaclass (SPEC §2.1) ----
+
+
+class SubclassedModel(Worker, BaseModel):
+    x: int
+
+    def plus(self, y: int) -> int:
+        return self.x + y
+
+
+class SubclassedTyped(Worker, Typed):
+    name: str
+
+    def hello(self) -> str:
+        return f"hi {self.name}"
+
+
+class AbstractJob(Worker, abc.ABC):
+    @abc.abstractmethod
+    def run(self) -> str: ...
+
+
+class ConcreteJob(AbstractJob):
+    def run(self) -> str:
+        return f"ran in {os.getpid()}"
+
+
+def test_worker_subclass_may_also_be_a_model_typed_or_abc(mode):
+    model = SubclassedModel.options(mode=mode).init(x="5")  # coerced, as with @worker
+    typed = SubclassedTyped.options(mode=mode).init(name="ann")
+    job = ConcreteJob.options(mode=mode).init()
+    try:
+        assert model.plus(2).result(timeout=10) == 7
+        assert typed.hello().result(timeout=10) == "hi ann"
+        assert job.run().result(timeout=10).startswith("ran in ")
+    finally:
+        for handle in (model, typed, job):
+            handle.stop()
+    with pytest.raises(ValidationError):
+        SubclassedModel.options(mode=mode).init(x="not a number")
+    with pytest.raises(TypeError, match="abstract"):
+        AbstractJob.options(mode=mode).init()  # Python's own refusal, raised from init()
+
+
+def test_calling_a_worker_subclass_makes_a_worker_not_an_instance():
+    handle = SubclassedModel(x=1)
+    try:
+        assert not isinstance(handle, SubclassedModel)
+        assert handle.plus(1).result(timeout=10) == 2
+    finally:
+        handle.stop()

@@ -1,15 +1,17 @@
 """Defining and creating workers: ``@worker``, ``Worker``, ``W.options(...).init(...)`` (SPEC §2.1, §2.2).
 
-A worker class is a class whose metaclass is ``WorkerMeta``: calling it (or ``.init``) creates a
-worker and returns a handle, never a bare instance. ``@worker`` on a plain class returns a
-subclass with the same name, docstring and methods whose metaclass adds that behaviour; the
-user's instance is still built by the ordinary construction protocol, inside the worker.
+Calling a worker class (or ``.init``) creates a worker and returns a handle, never a bare
+instance. ``@worker`` on a plain class returns a subclass with the same name, docstring and
+methods whose metaclass (``WorkerMeta``) adds that behaviour; ``Worker`` subclasses get it from
+``Worker.__new__`` instead, so they can mix in classes with metaclasses of their own. Either
+way the user's instance is built by the ordinary construction protocol, inside the worker.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from typing import Any, TypeVar, overload
+from typing import Any, ClassVar, TypeVar, overload
 
 from .options import _check_single_worker_modes, resolve_options, validate_options
 from .validation import check_init_args
@@ -17,8 +19,16 @@ from .validation import check_init_args
 T = TypeVar("T", bound=type)
 
 
+def _options(cls: type, options: dict[str, Any]) -> WorkerBuilder:
+    return WorkerBuilder(cls, _merge(cls.__concurry_options__, options))  # type: ignore[attr-defined]
+
+
+def _init(cls: type, args: tuple, kwargs: dict) -> Any:
+    return WorkerBuilder(cls, cls.__concurry_options__).init(*args, **kwargs)  # type: ignore[attr-defined]
+
+
 class WorkerMeta(type):
-    """Metaclass of worker classes: ``W(...)`` is ``W.init(...)``; ``W.options(...)`` configures."""
+    """Metaclass of ``@worker`` classes: ``W(...)`` is ``W.init(...)``; ``W.options(...)`` configures."""
 
     __concurry_options__: dict[str, Any]
 
@@ -35,17 +45,51 @@ class WorkerMeta(type):
         Options are validated now (unknown names, wrong types and out-of-range values raise
         ``ValueError``/``TypeError``); limits and retry options are stored, enforced later (§10, §11).
         """
-        return WorkerBuilder(cls, _merge(cls.__concurry_options__, options))
+        return _options(cls, options)
 
     def init(cls, *args: Any, **kwargs: Any) -> Any:
         """Create a worker (or a pool, SPEC §4) with the class defaults; args go to ``__init__``."""
-        return WorkerBuilder(cls, cls.__concurry_options__).init(*args, **kwargs)
+        return _init(cls, args, kwargs)
 
 
-class Worker(metaclass=WorkerMeta):
-    """Base class alternative to ``@worker``: ``class W(Worker): ...`` behaves the same."""
+_building = threading.local()  # the Worker subclass whose real instance is being built here
 
-    __concurry_options__: dict[str, Any] = {}
+
+class Worker:
+    """Base class alternative to ``@worker``: ``class W(Worker): ...`` behaves the same.
+
+    It has no metaclass, so a subclass may also derive from ``pydantic.BaseModel``,
+    ``morphic.Typed`` or ``abc.ABC``. ``W(...)`` makes a worker because ``__new__`` returns the
+    handle (Python then skips ``__init__``); inside the worker, ``__concurry_construct__``
+    asks ``__new__`` for a real instance instead.
+    """
+
+    __concurry_options__: ClassVar[dict[str, Any]] = {}
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        if getattr(_building, "cls", None) is cls:
+            _building.cls = None  # only this one: workers its __init__ creates are handles
+            parent_new = super().__new__
+            return parent_new(cls) if parent_new is object.__new__ else parent_new(cls, *args, **kwargs)
+        return _init(cls, args, kwargs)
+
+    @classmethod
+    def __concurry_construct__(cls, *args: Any, **kwargs: Any) -> Any:
+        _building.cls = cls
+        try:
+            return cls(*args, **kwargs)
+        finally:
+            _building.cls = None
+
+    @classmethod
+    def options(cls, **options: Any) -> WorkerBuilder:
+        """A builder with these options over the class defaults; see ``WorkerMeta.options``."""
+        return _options(cls, options)
+
+    @classmethod
+    def init(cls, *args: Any, **kwargs: Any) -> Any:
+        """Create a worker (or a pool, SPEC §4) with the class defaults; args go to ``__init__``."""
+        return _init(cls, args, kwargs)
 
 
 class WorkerBuilder:
@@ -100,7 +144,7 @@ def _worker_metaclass(meta: type) -> type:
 
 
 def _make_worker_class(cls: type, options: dict[str, Any]) -> type:
-    if isinstance(cls, WorkerMeta):
+    if isinstance(cls, WorkerMeta) or issubclass(cls, Worker):
         # Already a worker class (a Worker subclass, or a subclass of a decorated class):
         # the decorator only sets its defaults, over the ones it inherits.
         cls.__concurry_options__ = _merge(cls.__concurry_options__, options)
