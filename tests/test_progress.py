@@ -145,8 +145,8 @@ def test_console_bar_is_a_text_bar():
 
 
 def test_in_a_notebook_the_bar_is_tqdms_notebook_widget():
-    pytest.importorskip("ipywidgets")
-    pytest.importorskip("IPython")
+    import IPython  # noqa: F401 - both come with the dev extra: a missing one is a failure
+    import ipywidgets  # noqa: F401
     # A simulated Jupyter kernel: tqdm.auto looks for ipykernel's shell and asks IPython for it.
     code = textwrap.dedent(
         """
