@@ -52,6 +52,15 @@ def child_pids() -> set[int]:
     return pids
 
 
+def process_alive(pid: int) -> bool:
+    """Is ``pid`` a running process (not gone, not a zombie)?"""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def zombie_children() -> set[int]:
     zombies = set()
     for pid in child_pids():

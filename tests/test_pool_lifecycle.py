@@ -20,7 +20,7 @@ from concurry import (
     task,
     worker,
 )
-from conftest import child_pids, wait_until
+from conftest import child_pids, process_alive, wait_until
 from test_pool import (
     BrokenInit,
     Counter,
@@ -303,14 +303,6 @@ print("workers", futures[0].result(timeout=30), futures[1].result(timeout=30), f
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("on_demand", [False, True])
 def test_exit_without_stop_does_not_hang_or_leak(pool_mode, on_demand, tmp_path):
@@ -325,4 +317,4 @@ def test_exit_without_stop_does_not_hang_or_leak(pool_mode, on_demand, tmp_path)
     assert proc.returncode == 0, proc.stderr
     pids = [int(p) for p in proc.stdout.split("workers", 1)[1].split()]
     assert wait_until(lambda: not (child_pids() - children))
-    assert wait_until(lambda: not any(_alive(pid) for pid in pids if pid != os.getpid()))
+    assert wait_until(lambda: not any(process_alive(pid) for pid in pids if pid != os.getpid()))

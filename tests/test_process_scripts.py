@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import wait_until
+from conftest import process_alive, wait_until
 from test_process import (
     SCRIPT_TIMEOUT,
 )
@@ -141,15 +141,7 @@ def test_interpreter_exit_with_running_worker_leaves_no_child(tmp_path):
     proc = _run([sys.executable, "-c", code], tmp_path)
     assert proc.returncode == 0, proc.stderr
     pid = int(proc.stdout.split()[-1])
-    assert wait_until(lambda: not _alive(pid), timeout=10)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+    assert wait_until(lambda: not process_alive(pid), timeout=10)
 
 
 @pytest.mark.parametrize(("busy", "method"), [(False, "spawn"), (True, "spawn"), (True, "forkserver")])
@@ -176,10 +168,10 @@ def test_killed_parent_leaves_no_orphans(tmp_path, busy, method):
     )
     try:
         pid = int(parent.stdout.readline())
-        assert _alive(pid)
+        assert process_alive(pid)
         parent.send_signal(signal.SIGKILL)
         parent.wait(10)
-        assert wait_until(lambda: not _alive(pid), timeout=10)
+        assert wait_until(lambda: not process_alive(pid), timeout=10)
     finally:
         parent.kill()
         parent.wait()

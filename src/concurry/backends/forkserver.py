@@ -23,6 +23,8 @@ import subprocess
 import threading
 from typing import Any
 
+from .process_launch import Forked
+
 _MESSAGE = struct.Struct("!qq")  # (pid, exit code), or (pid, _FORKED) answering a request
 _FORKED = 1 << 40
 
@@ -85,12 +87,11 @@ def serve(fd: int, parent_pid: int) -> None:
 # ---- the parent's side ----
 
 
-class _ServedProcess:
-    """A worker forked by the helper: the ``Popen`` methods the backend uses."""
+class _ServedProcess(Forked):
+    """A worker forked by the helper: its exit code arrives from the helper, which reaps it."""
 
     def __init__(self, pid: int):
-        self.pid = pid
-        self.returncode: int | None = None
+        super().__init__(pid)
         self._exited = threading.Event()
 
     def _set_exit(self, code: int) -> None:
@@ -104,13 +105,6 @@ class _ServedProcess:
         if not self._exited.wait(timeout):
             raise subprocess.TimeoutExpired(["forkserver child"], timeout or 0)
         return self.returncode  # type: ignore[return-value]
-
-    def kill(self) -> None:
-        if self.returncode is None:
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 class ForkServer:
