@@ -24,7 +24,7 @@ def start_backends(backends: list[Backend]) -> tuple[list[Backend], BaseExceptio
     Backends that can (process) are launched all at once, then waited on; others are started
     from helper threads so that slow ``__init__``s overlap.
     """
-    if all(hasattr(b, "launch") and hasattr(b, "wait_ready") for b in backends):
+    if all(hasattr(type(b), "launch") and hasattr(type(b), "connection") for b in backends):
         return _launch_and_wait(backends)
     errors: list[BaseException | None] = [None] * len(backends)
     started: list[bool] = [False] * len(backends)
@@ -88,11 +88,8 @@ def _launch_and_wait(backends: list[Backend]) -> tuple[list[Backend], BaseExcept
 def _first_ready(backends: list[Backend]) -> list[Backend]:
     """Block until at least one of ``backends`` has something to read (its ready message, its
     ``__init__`` error or the end of its connection); return those, in index order."""
-    conns = [getattr(b, "_conn", None) for b in backends]
-    if None in conns:  # nothing to watch: take them in order
-        return backends[:1]
-    readable = set(map(id, connection.wait(conns)))
-    return [b for b, c in zip(backends, conns, strict=True) if id(c) in readable]
+    readable = set(map(id, connection.wait([b.connection for b in backends])))  # type: ignore[attr-defined]
+    return [b for b in backends if id(b.connection) in readable]  # type: ignore[attr-defined]
 
 
 def stop_backends(backends: list[Backend], timeout: float | None, cancel_futures: bool) -> None:

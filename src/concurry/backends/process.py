@@ -128,6 +128,11 @@ class ProcessBackend(Backend):
                 f"to send it to the worker process: {exc}"
             ) from exc
 
+    @property
+    def connection(self) -> Connection:
+        """The socket to the child: readable once ``wait_ready`` would not block."""
+        return self._conn
+
     def wait_ready(self) -> None:
         """Block until the instance exists in the child; raise its ``__init__`` error if any."""
         try:
