@@ -231,35 +231,17 @@ class OnDemandPool(WorkerHandle):
     Besides the user's methods: ``stop()``, the context manager, and ``pool_stats()``.
     """
 
-    def __init__(self, cls: type, args: tuple, kwargs: dict, options: WorkerOptions):
-        self._core = OnDemandCore(cls, args, kwargs, options)
-        self._options = options
-        self._callers: dict[str, Callable[..., BaseFuture]] = {}
-        self._cls = cls
-
-    def _caller(self, name: str) -> Callable[..., BaseFuture]:
-        try:
-            return self._callers[name]
-        except KeyError:
-            caller = self._callers[name] = self._core.caller(name)
-            return caller
-
-    def _stop(self, timeout: float | None, cancel_futures: bool, wait: bool) -> None:
-        core = self.__dict__.get("_core")
-        if core is not None:
-            core.stop(timeout, cancel_futures, wait)
+    @property
+    def _core(self) -> OnDemandCore:
+        return self._engine
 
     def pool_stats(self) -> dict[str, Any]:
         """A snapshot for debugging: workers alive now, calls waiting for one, calls in total,
         workers created so far, and the cap (``max_workers``)."""
         return self._core.stats()
 
-    @property
-    def mode(self) -> str:
-        return self._options.mode.value
-
     def __repr__(self) -> str:
-        core = self.__dict__.get("_core")
+        core = self.__dict__.get("_engine")
         if core is None:
             return "<on-demand pool (not started)>"
         state = "stopped" if core.closed else "running"

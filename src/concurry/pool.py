@@ -495,23 +495,9 @@ class WorkerPool(WorkerHandle):
     Besides the user's methods: ``stop()``, the context manager, and ``pool_stats()``.
     """
 
-    def __init__(self, cls: type, core: PoolCore):
-        self._core = core
-        self._options = core.options
-        self._callers: dict[str, Callable[..., BaseFuture]] = {}
-        self._cls = cls
-
-    def _caller(self, name: str) -> Callable[..., BaseFuture]:
-        try:
-            return self._callers[name]
-        except KeyError:
-            caller = self._callers[name] = self._core.caller(name)
-            return caller
-
-    def _stop(self, timeout: float | None, cancel_futures: bool, wait: bool) -> None:
-        core = self.__dict__.get("_core")
-        if core is not None:
-            core.stop(timeout, cancel_futures, wait)
+    @property
+    def _core(self) -> PoolCore:
+        return self._engine
 
     def pool_stats(self) -> dict[str, Any]:
         """A snapshot for debugging balance: per worker its state, ``unfinished`` calls (running,
@@ -519,12 +505,8 @@ class WorkerPool(WorkerHandle):
         ``total`` calls assigned and ``restarts``; plus the pool's algorithm and totals."""
         return self._core.stats()
 
-    @property
-    def mode(self) -> str:
-        return self._options.mode.value
-
     def __repr__(self) -> str:
-        core = self.__dict__.get("_core")
+        core = self.__dict__.get("_engine")
         if core is None:
             return "<worker pool (not started)>"
         state = "stopped" if core.closed else "running"
@@ -537,9 +519,9 @@ class WorkerPool(WorkerHandle):
 def create_pool(cls: type, args: tuple, kwargs: dict, options: WorkerOptions) -> WorkerHandle:
     """Start a pool (or an on-demand pool) and return its handle; raises the first ``__init__`` error."""
     if options.on_demand:
-        from .on_demand import OnDemandPool
+        from .on_demand import OnDemandCore, OnDemandPool
 
-        return handle_class(cls, OnDemandPool)(cls, args, kwargs, options)
+        return handle_class(cls, OnDemandPool)(cls, OnDemandCore(cls, args, kwargs, options), options)
     core = PoolCore(cls, args, kwargs, options)
     core.start()
-    return handle_class(cls, WorkerPool)(cls, core)
+    return handle_class(cls, WorkerPool)(cls, core, options)

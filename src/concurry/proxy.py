@@ -49,14 +49,29 @@ def blocking_caller(caller: Callable[..., BaseFuture]) -> Callable[..., Any]:
 
 
 class WorkerHandle:
-    """Behaviour shared by single-worker handles and pools: method lookup, ``stop``, ``with``."""
+    """Behaviour shared by single-worker handles and pools: method lookup, ``stop``, ``with``.
 
-    _cls: type
-    _options: WorkerOptions
+    ``engine`` is what runs the calls, a backend or a pool's core: anything with
+    ``caller(name)`` and ``stop(timeout, cancel_futures, wait)``.
+    """
+
+    def __init__(self, cls: type, engine: Any, options: WorkerOptions):
+        self._engine = engine
+        self._options = options
+        self._callers: dict[str, Callable[..., BaseFuture]] = {}
+        self._cls = cls
 
     def _caller(self, name: str) -> Callable[..., BaseFuture]:
         """The non-blocking caller for ``name`` (future-returning, whatever ``blocking`` says)."""
-        raise NotImplementedError
+        try:
+            return self._callers[name]
+        except KeyError:
+            caller = self._callers[name] = self._engine.caller(name)
+            return caller
+
+    @property
+    def mode(self) -> str:
+        return self._options.mode.value
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         if name.startswith("__") or "_cls" not in self.__dict__:
@@ -76,7 +91,9 @@ class WorkerHandle:
         self._stop(self._options.stop_timeout if timeout is None else timeout, cancel_futures, True)
 
     def _stop(self, timeout: float | None, cancel_futures: bool, wait: bool) -> None:
-        raise NotImplementedError
+        engine = self.__dict__.get("_engine")  # absent if __init__ never ran
+        if engine is not None:
+            engine.stop(timeout, cancel_futures, wait)
 
     def __enter__(self):
         return self
@@ -94,30 +111,12 @@ class WorkerHandle:
 class WorkerProxy(WorkerHandle):
     """A handle on one worker (thread, loop, process or actor)."""
 
-    def __init__(self, cls: type, backend: Backend, options: WorkerOptions):
-        self._backend = backend
-        self._options = options
-        self._callers: dict[str, Callable[..., BaseFuture]] = {}
-        self._cls = cls
-
-    def _caller(self, name: str) -> Callable[..., BaseFuture]:
-        try:
-            return self._callers[name]
-        except KeyError:
-            caller = self._callers[name] = self._backend.caller(name)
-            return caller
-
-    def _stop(self, timeout: float | None, cancel_futures: bool, wait: bool) -> None:
-        backend = self.__dict__.get("_backend")
-        if backend is not None:
-            backend.stop(timeout, cancel_futures, wait)
-
     @property
-    def mode(self) -> str:
-        return self._options.mode.value
+    def _backend(self) -> Backend:
+        return self._engine
 
     def __repr__(self) -> str:
-        backend = self.__dict__.get("_backend")
+        backend = self.__dict__.get("_engine")
         state = "stopped" if backend is not None and backend.stopped else "running"
         name = backend.name if backend is not None else "?"
         return f"<{self._options.mode.value} worker {name} ({state})>"
