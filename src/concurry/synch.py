@@ -153,47 +153,60 @@ def gather(
         else:
             values = [value if ok else _raise(value) for _, ok, value in plan.done]
         return dict(zip(plan.keys, values, strict=True)) if plan.is_dict else values
-    results = {}
-    for key, value in _gather_iter(plan, return_exceptions, timeout, progress):
-        results[key] = value
-    if plan.is_dict:
-        return {key: results[key] for key in plan.keys}
-    return [results[i] for i in range(plan.total)]
+    return _in_input_order(plan, dict(_gather_iter(plan, return_exceptions, timeout, progress)))
+
+
+class _Tally:
+    """What gather's iterators share: count outcomes, raise the first failure (unless
+    ``return_exceptions``), drive the bar, and colour it by how the iteration ended."""
+
+    def __init__(self, plan: _Plan, return_exceptions: bool, progress: Any, what: str):
+        self.total, self.return_exceptions, self.what = plan.total, return_exceptions, what
+        self.bar = progress_bar(progress, plan.total, "gather")
+        self.count = 0
+
+    def take(self, key: Any, ok: bool, value: Any) -> tuple[Any, Any]:
+        if not ok and not self.return_exceptions:
+            raise value
+        self.count += 1
+        if self.bar is not None:
+            self.bar.update(1)
+        return key, value
+
+    def timeout_error(self, timeout: float | None) -> TimeoutError:
+        return _timeout_error(self.what, self.count, self.total, timeout)
+
+    def __enter__(self) -> _Tally:
+        return self
+
+    def __exit__(self, kind: Any, *_: Any) -> None:
+        if self.bar is None:
+            return
+        if kind is None:
+            self.bar.success()
+        elif issubclass(kind, GeneratorExit):  # the caller stopped iterating
+            self.bar.stop()
+        else:
+            self.bar.failure()
 
 
 def _gather_iter(plan: _Plan, return_exceptions: bool, timeout: float | None, progress: Any) -> Iterator[Any]:
-    bar = progress_bar(progress, plan.total, "gather")
-    count = 0
-    try:
-        for key, ok, value in plan.done:
-            if not ok and not return_exceptions:
-                raise value
-            count += 1
-            if bar is not None:
-                bar.update(1)
-            yield key, value
+    with _Tally(plan, return_exceptions, progress, "gather") as tally:
+        for entry in plan.done:
+            yield tally.take(*entry)
         if plan.pending:
             try:
                 for future in completed(list(plan.pending), timeout):
-                    for key, ok, value in plan.finished(future):
-                        if not ok and not return_exceptions:
-                            raise value
-                        count += 1
-                        if bar is not None:
-                            bar.update(1)
-                        yield key, value
+                    for entry in plan.finished(future):
+                        yield tally.take(*entry)
             except Deadline:
-                raise _timeout_error("gather", count, plan.total, timeout) from None
-    except GeneratorExit:
-        if bar is not None:
-            bar.stop()
-        raise
-    except BaseException:
-        if bar is not None:
-            bar.failure()
-        raise
-    if bar is not None:
-        bar.success()
+                raise tally.timeout_error(timeout) from None
+
+
+def _in_input_order(plan: _Plan, results: dict[Any, Any]) -> Any:
+    if plan.is_dict:
+        return {key: results[key] for key in plan.keys}
+    return [results[i] for i in range(plan.total)]
 
 
 def async_gather(
@@ -220,12 +233,8 @@ async def _async_gather_all(
     fs: Any, more: tuple[Any, ...], return_exceptions: bool, timeout: float | None, progress: Any
 ) -> Any:
     plan = _Plan(fs, more, loop=asyncio.get_running_loop(), what="gather")
-    results = {}
-    async for key, value in _async_gather_iter(plan, return_exceptions, timeout, progress):
-        results[key] = value
-    if plan.is_dict:
-        return {key: results[key] for key in plan.keys}
-    return [results[i] for i in range(plan.total)]
+    pairs = _async_gather_iter(plan, return_exceptions, timeout, progress)
+    return _in_input_order(plan, {key: value async for key, value in pairs})
 
 
 class _AsyncPairs:
@@ -260,38 +269,16 @@ class _AsyncPairs:
 async def _async_gather_iter(
     plan: _Plan, return_exceptions: bool, timeout: float | None, progress: Any
 ) -> AsyncIterator[Any]:
-    bar = progress_bar(progress, plan.total, "gather")
-    count = 0
-    try:
-        for key, ok, value in plan.done:
-            if not ok and not return_exceptions:
-                raise value
-            count += 1
-            if bar is not None:
-                bar.update(1)
-            yield key, value
+    with _Tally(plan, return_exceptions, progress, "async_gather") as tally:
+        for entry in plan.done:
+            yield tally.take(*entry)
         if plan.pending:
             try:
                 async for future in async_completed(list(plan.pending), timeout):
-                    for key, ok, value in plan.finished(future):
-                        if not ok and not return_exceptions:
-                            raise value
-                        count += 1
-                        if bar is not None:
-                            bar.update(1)
-                        yield key, value
+                    for entry in plan.finished(future):
+                        yield tally.take(*entry)
             except Deadline:
-                raise _timeout_error("async_gather", count, plan.total, timeout) from None
-    except GeneratorExit:
-        if bar is not None:
-            bar.stop()
-        raise
-    except BaseException:
-        if bar is not None:
-            bar.failure()
-        raise
-    if bar is not None:
-        bar.success()
+                raise tally.timeout_error(timeout) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -335,41 +322,50 @@ def wait(
     when = ReturnWhen.parse(return_when, "return_when")
     _check("wait", timeout, progress)
     plan, returned = _wait_inputs(fs, more)
-    return _wait_plan(plan, returned, when, timeout, progress)
-
-
-def _wait_plan(plan: _Plan, returned: dict, when: ReturnWhen, timeout: Any, progress: Any) -> Any:
-    bar = progress_bar(progress, plan.total, "wait")
-    done_keys = {key for key, _, _ in plan.done}
-    stop = any(_stops(when, ok, value) for _, ok, value in plan.done)
-    if bar is not None:
-        bar.update(len(done_keys))
-    if not stop and plan.pending:
+    state = _Waiting(plan, returned, when, progress)
+    if state.waiting:
         iterator = completed(list(plan.pending), timeout)
         try:
             for future in iterator:
-                keys = plan.pending[future]
-                done_keys.update(keys)
-                if bar is not None:
-                    bar.update(len(keys))
-                if _stops(when, *outcome(future)):
+                if state.record(future):
                     break
         except Deadline:
             pass
         finally:
             iterator.close()
-    return _wait_result(plan, returned, done_keys, bar)
+    return state.result()
 
 
-def _wait_result(plan: _Plan, returned: dict, done_keys: set, bar: Any) -> tuple[set[Any], set[Any]]:
-    done = {returned[key] for key in done_keys}
-    not_done = {returned[key] for key in plan.keys if key not in done_keys}
-    if bar is not None:
-        if not_done:
-            bar.stop()
-        else:
-            bar.success()
-    return done, not_done
+class _Waiting:
+    """What both waits share: which inputs are done, whether ``return_when`` is met, the bar,
+    and the ``(done, not_done)`` answer."""
+
+    def __init__(self, plan: _Plan, returned: dict, when: ReturnWhen, progress: Any):
+        self.plan, self.returned, self.when = plan, returned, when
+        self.bar = progress_bar(progress, plan.total, "wait")
+        self.done_keys = {key for key, _, _ in plan.done}
+        if self.bar is not None:
+            self.bar.update(len(self.done_keys))
+        met = any(_stops(when, ok, value) for _, ok, value in plan.done)
+        self.waiting = bool(plan.pending) and not met
+
+    def record(self, future: Any) -> bool:
+        """Note that ``future`` finished; True when the wait is over."""
+        keys = self.plan.pending[future]
+        self.done_keys.update(keys)
+        if self.bar is not None:
+            self.bar.update(len(keys))
+        return _stops(self.when, *outcome(future))
+
+    def result(self) -> tuple[set[Any], set[Any]]:
+        done = {self.returned[key] for key in self.done_keys}
+        not_done = {self.returned[key] for key in self.plan.keys if key not in self.done_keys}
+        if self.bar is not None:
+            if not_done:
+                self.bar.stop()
+            else:
+                self.bar.success()
+        return done, not_done
 
 
 async def async_wait(
@@ -384,23 +380,15 @@ async def async_wait(
     when = ReturnWhen.parse(return_when, "return_when")
     _check("async_wait", timeout, progress)
     plan, returned = _wait_inputs(fs, more, loop=asyncio.get_running_loop())
-    bar = progress_bar(progress, plan.total, "wait")
-    done_keys = {key for key, _, _ in plan.done}
-    stop = any(_stops(when, ok, value) for _, ok, value in plan.done)
-    if bar is not None:
-        bar.update(len(done_keys))
-    if not stop and plan.pending:
+    state = _Waiting(plan, returned, when, progress)
+    if state.waiting:
         iterator = async_completed(list(plan.pending), timeout)
         try:
             async for future in iterator:
-                keys = plan.pending[future]
-                done_keys.update(keys)
-                if bar is not None:
-                    bar.update(len(keys))
-                if _stops(when, *outcome(future)):
+                if state.record(future):
                     break
         except Deadline:
             pass
         finally:
             await iterator.aclose()
-    return _wait_result(plan, returned, done_keys, bar)
+    return state.result()
