@@ -123,12 +123,14 @@ class _Collection:
 
     def __init__(self, futures: Iterable[Any], wake: Callable[[], None], loop: Any = None):
         self.finished: collections.deque[Any] = collections.deque()
+        self.left = 0  # futures not handed over by take_finished yet
         self.wake = wake
         self.active = True
         self.poller: _Poller | None = None
         self._installed: list[cf.Future] = []
         self._loop_futures: list[tuple[asyncio.Future, Any]] = []
         for f in futures:
+            self.left += 1
             self._watch(f, loop)
 
     # concurrent.futures waiter protocol (called under the future's condition)
@@ -175,15 +177,25 @@ class _Collection:
         relay = self._relay
         f.add_done_callback(lambda _: relay(original))
 
-    def poll_remote(self) -> None:
+    def take_finished(self) -> list[Any]:
+        """Check remote futures, then hand over every future queued so far (each once)."""
         if self.poller:
             self.finished.extend(self.poller.poll())
+        taken = []
+        while self.finished:  # popleft, not copy-and-clear: other threads append meanwhile
+            taken.append(self.finished.popleft())
+        self.left -= len(taken)
+        return taken
 
-    def next_poll(self, remaining: float | None) -> float | None:
-        """How long to sleep before the next remote check (``remaining`` when nothing is remote)."""
+    def sleep_time(self, deadline: float | None) -> float | None:
+        """How long to sleep before looking again (None: until woken); ``Deadline`` when the
+        time is up. Remote futures are checked every polling interval."""
+        seconds = remaining(deadline)
+        if seconds == 0:
+            raise Deadline
         if not self.poller:
-            return remaining
-        return self.poller.interval if remaining is None else min(remaining, self.poller.interval)
+            return seconds
+        return self.poller.interval if seconds is None else min(seconds, self.poller.interval)
 
     def close(self) -> None:
         """Detach from every future still pending (nothing accumulates on repeated waits)."""
@@ -212,19 +224,12 @@ def completed(futures: list[Any], timeout: float | None) -> Iterator[Any]:
     deadline = _deadline(timeout)
     event = threading.Event()
     collection = _Collection(futures, event.set)
-    left = len(futures)
     try:
         while True:
-            collection.poll_remote()
-            while collection.finished:
-                left -= 1
-                yield collection.finished.popleft()
-            if left == 0:
+            yield from collection.take_finished()
+            if collection.left == 0:
                 return
-            seconds = remaining(deadline)
-            if seconds == 0:
-                raise Deadline
-            event.wait(collection.next_poll(seconds))
+            event.wait(collection.sleep_time(deadline))
             event.clear()
     finally:
         collection.close()
@@ -250,20 +255,15 @@ async def async_completed(futures: list[Any], timeout: float | None) -> AsyncIte
                 pass
 
     collection = _Collection(futures, wake, loop)
-    left = len(futures)
     try:
         while True:
-            collection.poll_remote()
-            while collection.finished:
-                left -= 1
-                yield collection.finished.popleft()
-            if left == 0:
+            for future in collection.take_finished():
+                yield future
+            if collection.left == 0:
                 return
-            seconds = remaining(deadline)
-            if seconds == 0:
-                raise Deadline
+            seconds = collection.sleep_time(deadline)  # outside the try: Deadline is a TimeoutError
             try:
-                await asyncio.wait_for(event.wait(), collection.next_poll(seconds))
+                await asyncio.wait_for(event.wait(), seconds)
             except _TIMEOUTS:
                 pass
             event.clear()
