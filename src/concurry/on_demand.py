@@ -24,8 +24,8 @@ from .constants import ExecutionMode
 from .errors import WorkerStoppedError
 from .futures import BaseFuture, ConcurrentFuture, force_cancel, remaining, set_outcome
 from .options import WorkerOptions
+from .pool import PoolHandle
 from .pool_members import pool_name
-from .proxy import WorkerHandle
 
 # After a stop's deadline, runners get this long to release the workers they still hold.
 _RELEASE_GRACE = 5.0
@@ -225,20 +225,11 @@ class OnDemandCore:
             }
 
 
-class OnDemandPool(WorkerHandle):
+class OnDemandPool(PoolHandle):
     """A pool that creates a worker per call (``on_demand=True``); same methods as the class.
 
     Besides the user's methods: ``stop()``, the context manager, and ``pool_stats()``.
     """
-
-    @property
-    def _core(self) -> OnDemandCore:
-        return self._engine
-
-    def pool_stats(self) -> dict[str, Any]:
-        """A snapshot for debugging: workers alive now, calls waiting for one, calls in total,
-        workers created so far, and the cap (``max_workers``)."""
-        return self._core.stats()
 
     def __repr__(self) -> str:
         core = self.__dict__.get("_engine")

@@ -489,21 +489,23 @@ class PoolCore:
         }
 
 
-class WorkerPool(WorkerHandle):
+class PoolHandle(WorkerHandle):
+    """What pools add to a handle: ``pool_stats()``, read from the pool's core."""
+
+    def pool_stats(self) -> dict[str, Any]:
+        """A snapshot for debugging balance. Fixed pools: per worker its state, ``unfinished``
+        calls (running, held by its backend or waiting in the library's queue), ``in_backend``,
+        ``waiting``, ``total`` calls assigned and ``restarts``, plus the algorithm and totals.
+        On-demand pools: workers alive now, calls waiting for one, calls in total, workers
+        created so far, and the cap (``max_workers``)."""
+        return self._engine.stats()
+
+
+class WorkerPool(PoolHandle):
     """A pool of workers behind one handle with the worker class's methods (SPEC §4).
 
     Besides the user's methods: ``stop()``, the context manager, and ``pool_stats()``.
     """
-
-    @property
-    def _core(self) -> PoolCore:
-        return self._engine
-
-    def pool_stats(self) -> dict[str, Any]:
-        """A snapshot for debugging balance: per worker its state, ``unfinished`` calls (running,
-        held by its backend or waiting in the library's queue), ``in_backend``, ``waiting``,
-        ``total`` calls assigned and ``restarts``; plus the pool's algorithm and totals."""
-        return self._core.stats()
 
     def __repr__(self) -> str:
         core = self.__dict__.get("_engine")
