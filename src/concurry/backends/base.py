@@ -5,11 +5,21 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import WorkerStoppedError
 from ..futures import BaseFuture, ConcurrentFuture
 from ..options import WorkerOptions
+
+
+class BackendListener(Protocol):
+    """What a pool implements to hear from its backends (called from the backends' threads)."""
+
+    def worker_idle(self, backend: Backend) -> None:
+        """``backend`` has just finished its last unfinished call."""
+
+    def worker_died(self, backend: Backend) -> None:
+        """``backend``'s worker died on its own (``backend.crashed`` is now True)."""
 
 
 class Backend(ABC):
@@ -22,6 +32,10 @@ class Backend(ABC):
       dies or ignores the stop deadline.
     - ``stop()`` is idempotent, always returns, and releases the thread/loop/process/actor.
     """
+
+    #: Set by a pool before ``start()``: told (from the backend's own threads) when this backend
+    #: goes idle or dies, so the pool can hand it more work or replace it at once.
+    listener: BackendListener | None = None
 
     def __init__(self, cls: type, args: tuple, kwargs: dict, options: WorkerOptions, name: str):
         self.cls = cls
@@ -64,6 +78,35 @@ class Backend(ABC):
     @property
     def stopped(self) -> bool:
         return self._stopped
+
+    @property
+    def unfinished(self) -> int:
+        """Calls handed to this backend and not finished yet (queued or running)."""
+        return 0
+
+    @property
+    def crashed(self) -> bool:
+        """True once the worker died on its own (not by ``stop()``); a pool replaces it."""
+        return False
+
+    def withdraw(self) -> list[tuple[ConcurrentFuture, str, tuple, dict]]:
+        """Take back the calls handed to this backend that have not started.
+
+        Each returned ``(future, name, args, kwargs)`` is guaranteed never to start here; its
+        future is untouched (still pending), so a pool may hand the call to another worker.
+        Backends that cannot take calls back return ``[]``.
+        """
+        return []
+
+    def _notify_idle(self) -> None:
+        listener = self.listener
+        if listener is not None:
+            listener.worker_idle(self)
+
+    def _notify_died(self) -> None:
+        listener = self.listener
+        if listener is not None:
+            listener.worker_died(self)
 
     def _begin_stop(self) -> bool:
         """Mark the backend stopped; True only for the first caller (``stop`` is idempotent)."""
