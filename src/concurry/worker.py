@@ -143,6 +143,12 @@ def _worker_metaclass(meta: type) -> type:
     return _METACLASSES[meta]
 
 
+def derived_metaclasses() -> dict[type, tuple]:
+    """Each metaclass derived here, with the pickle reduction that derives it again elsewhere
+    (it is not a module attribute, so it cannot travel by name)."""
+    return {derived: (_worker_metaclass, (meta,)) for meta, derived in _METACLASSES.items()}
+
+
 def _make_worker_class(cls: type, options: dict[str, Any]) -> type:
     if isinstance(cls, WorkerMeta) or issubclass(cls, Worker):
         # Already a worker class (a Worker subclass, or a subclass of a decorated class):

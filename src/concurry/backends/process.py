@@ -114,17 +114,22 @@ class ProcessBackend(Backend):
             pass  # the child died already: wait_ready reports it
 
     def _init_payload(self) -> bytes:
-        import cloudpickle
+        """The class and its arguments for the child: by reference when importable, else by value
+        in a form that leaves the library's own objects (handles, locks) behind (``class_transport``)."""
+        from ..class_transport import dumps_worker
 
         args, kwargs = self.args, self.kwargs
         if self.options.unwrap_futures and call_has_futures(args, kwargs):
             args, kwargs = replace_futures((args, kwargs), lambda f: f.result())
         try:
-            return cloudpickle.dumps((self.cls, args, kwargs, self.options.unwrap_futures), protocol=5)
+            return dumps_worker(self.cls, (args, kwargs, self.options.unwrap_futures))
         except Exception as exc:
             culprit = wire.unpicklable_part((self.cls, *args, *kwargs.values()))
+            what = f"class {culprit.__module__}.{culprit.__qualname__}" if isinstance(culprit, type) else (
+                wire.type_name(culprit)
+            )
             raise TypeError(
-                f"cannot start process worker {self.name}: {wire.type_name(culprit)} cannot be pickled "
+                f"cannot start process worker {self.name}: {what} cannot be pickled "
                 f"to send it to the worker process: {exc}"
             ) from exc
 
