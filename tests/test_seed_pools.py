@@ -3,7 +3,9 @@ written, as scripts (no ``__main__`` guard), from ``tests/seed_scripts/pools_*.p
 
 Two snippets of the seed are fragments using ``MyWorker`` without defining it; for those the
 test prepends ``MY_WORKER`` (the smallest such class). Some runs append a few checks after the
-unchanged snippet (``POSTLUDE_*``) so the test sees the pool actually worked.
+unchanged snippet (``POSTLUDE_*``) so the test sees the pool actually worked. Each example also
+runs in every mode a pool has (thread, process, and on-demand pools of both): only its
+``mode="..."`` changes (and ``on_demand=True`` is added for the on-demand runs).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from test_seed_workers import in_mode
 
 SCRIPTS = Path(__file__).parent / "seed_scripts"
 
@@ -88,3 +92,29 @@ def test_on_demand_example(tmp_path):
         tmp_path, "pools_on_demand.py", MY_WORKER + seed("pools_on_demand.py") + POSTLUDE_ON_DEMAND
     )
     assert "on demand ok" in proc.stdout
+
+
+POSTLUDE_RESULTS = '''
+futures = [pool.process(i) for i in range(50)]
+assert [f.result() for f in futures] == [2 * i for i in range(50)]
+pool.stop()
+print("results ok")
+'''
+
+# script -> (prelude, postlude) for the runs in every pool mode
+POOL_SCRIPTS = {
+    "pools_basic.py": ("", POSTLUDE_BASIC),
+    "pools_queues.py": (MY_WORKER, POSTLUDE_RESULTS),
+    "pools_on_demand.py": (MY_WORKER, POSTLUDE_RESULTS),
+}
+# The scripts' own max_workers stay; these variants change the mode and add on_demand=True.
+POOL_VARIANTS = ["thread-pool-of-2", "process-pool-of-2", "thread-on-demand", "process-on-demand"]
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("variant", POOL_VARIANTS)
+@pytest.mark.parametrize("name", sorted(POOL_SCRIPTS))
+def test_pool_example_in_every_mode(name, variant, tmp_path):
+    prelude, postlude = POOL_SCRIPTS[name]
+    proc = run_script(tmp_path, name, prelude + in_mode(seed(name), variant) + postlude)
+    assert "results ok" in proc.stdout
