@@ -4,9 +4,12 @@ The parent starts a fresh interpreter (or forks) with one end of a socket pair. 
 child receives, in order: the worker class and its constructor arguments (one cloudpickle
 message), then calls, either one pickled ``(name, args, kwargs)`` tuple or a pickled list of
 such payloads (a batch), and finally ``None`` (stop). It answers, in the same order, one
-outcome per call: a pickled ``(status, value)`` tuple, or a pickled list of such payloads.
-Outcomes need no call id: one instance runs calls one at a time, so the n-th outcome belongs
-to the n-th call.
+outcome per call: a record, or a batch of records. A record is a ``TAG`` (the call's index,
+the pid that ran it, the status) followed by the pickled value, so the parent can check that
+each outcome belongs to the call it expects (a stray one, e.g. from a process the user's method
+forked that returned into this loop, breaks the worker loudly instead of answering another
+call) and can fail just that call if the value cannot be unpickled there. A batch is a ``TAG``
+with index -1 followed by a pickled list of records.
 
 A small shared page (``control``) lets the parent cancel calls that have not started
 (``stop(cancel_futures=True)``) while one is running: the child writes the index of the call
@@ -40,6 +43,7 @@ _BATCH_SECONDS = 0.001  # results of a batch are held back at most this long
 _BIG = 64 * 1024  # outcomes at least this big are sent on their own, not copied into a batch
 _CONTROL_SIZE = 16  # int64 at 0: index of the call starting; int64 at 8: cancel watermark
 _INT = struct.Struct("q")
+TAG = struct.Struct("<qiB")  # (call index, or -1 for a batch; sender pid; status)
 _HEADER = struct.Struct("!i")
 _BIG_HEADER = struct.Struct("!iQ")
 
@@ -165,28 +169,35 @@ def _is_future(value: Any) -> bool:
     return isinstance(value, concurrent.futures.Future) or type(value).__module__ == "concurry.futures"
 
 
-def encode_outcome(status: int, value: Any, where: str) -> Payload:
-    """Pickle one outcome; an unpicklable result becomes a ``TypeError`` naming method and type."""
+_NONE = pickle.dumps(None, protocol=5)
+
+
+def encode_outcome(index: int, pid: int, status: int, value: Any, where: str) -> Payload:
+    """One outcome record; an unpicklable result becomes a ``TypeError`` naming method and type."""
     if status == OK and value is not None and _is_future(value):
         status, value = FUTURE, _outcome_of_future(value)
     try:
-        return dumps((status, value))
+        data = _NONE if value is None else dumps(value)
     except Exception as exc:
         shown = value[1] if status == FUTURE else value
         error = TypeError(
             f"{where} returned a value of type {type(shown).__qualname__} that cannot be pickled "
             f"to send it back to the caller: {exc}"
         )
-        return pickle.dumps((ERROR, encode_error(error)), protocol=5)
+        status, data = ERROR, pickle.dumps(encode_error(error), protocol=5)
+    if type(data) is bytes:
+        return TAG.pack(index, pid, status) + data
+    return [TAG.pack(index, pid, status), *data]
 
 
 class _Sender:
     """Collects outcomes and writes them, batched while more calls of a batch are waiting."""
 
-    def __init__(self, conn: Connection):
+    def __init__(self, conn: Connection, pid: int):
         self.conn = conn
         self.held: list[bytes] = []
         self.since = 0.0
+        self.batch_tag = TAG.pack(-1, pid, OK)
 
     def add(self, payload: Payload, more: bool) -> None:
         if type(payload) is not bytes or len(payload) >= _BIG:
@@ -209,7 +220,7 @@ class _Sender:
         if len(held) == 1:
             self.conn.send_bytes(held[0])
         else:
-            self.conn.send_bytes(pickle.dumps(held, protocol=5))
+            self.conn.send_bytes(self.batch_tag + pickle.dumps(held, protocol=5))
 
 
 def _flush_std_streams() -> None:
@@ -239,13 +250,40 @@ def _watch_parent(parent_pid: int) -> None:
             os._exit(1)
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Make sure this process never outlives ``parent_pid``.
+
+    On Linux the kernel kills us (``SIGKILL``) the moment the parent dies, even inside a long
+    C call that holds the GIL, and no thread wakes up for it. Elsewhere (or if ``prctl`` is
+    refused) a watcher thread polls ``getppid()``, which needs the GIL.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import signal
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0:
+                # the parent may have died before prctl: then we were already reparented
+                if os.getppid() != parent_pid:
+                    os._exit(1)
+                return
+        except (OSError, AttributeError, ImportError):
+            pass
+    if os.getppid() != parent_pid:
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), name="concurry-watch", daemon=True).start()
+
+
 def serve(fd: int, control_fd: int, parent_pid: int) -> None:
     """Run one worker: build the instance, then run calls until stop or the pipe closes."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    watch = threading.Thread(target=_watch_parent, args=(parent_pid,), name="concurry-watch", daemon=True)
-    watch.start()
+    die_with_parent(parent_pid)
     conn = Connection(fd)
     control = mmap.mmap(control_fd, _CONTROL_SIZE)
     os.close(control_fd)
@@ -285,7 +323,8 @@ def _loop(conn: Connection, runtime: Any, control: mmap.mmap) -> None:
     recv = receiver(conn)
     loads = pickle.loads
     pack_into, unpack_from = _INT.pack_into, _INT.unpack_from
-    sender = _Sender(conn)
+    getpid = os.getpid
+    sender = _Sender(conn, getpid())
     index = 0
     try:
         while True:
@@ -305,7 +344,7 @@ def _loop(conn: Connection, runtime: Any, control: mmap.mmap) -> None:
                 name = "?"
                 pack_into(control, 0, index)
                 if index < unpack_from(control, 8)[0]:
-                    payload = pickle.dumps((CANCELLED, None), protocol=5)
+                    payload = TAG.pack(index, getpid(), CANCELLED) + _NONE
                 else:
                     try:
                         if isinstance(item, BaseException):
@@ -314,7 +353,7 @@ def _loop(conn: Connection, runtime: Any, control: mmap.mmap) -> None:
                         status, value = OK, invoke(name, args, kwargs)
                     except BaseException as exc:
                         status, value = ERROR, encode_error(exc)
-                    payload = encode_outcome(status, value, f"{cls_name}.{name}")
+                    payload = encode_outcome(index, getpid(), status, value, f"{cls_name}.{name}")
                     del value
                 index += 1
                 sender.add(payload, position < last)
