@@ -152,7 +152,8 @@ def cpu_loop(n: int) -> float:
     start = time.perf_counter()
     total = 0
     for i in range(n):
-        total += i * i % 7
+        pair = (i, [i])  # allocates, as real code does: the collector runs now and then
+        total += pair[0] * i % 7
     return time.perf_counter() - start
 
 
