@@ -185,7 +185,11 @@ class ProcessBackend(Backend):
     def submit(
         self, name: str, args: tuple, kwargs: dict, future: ConcurrentFuture | None = None
     ) -> BaseFuture:
-        return self._call(name, args, kwargs, ConcurrentFuture() if future is None else future)
+        """The generic entry, used by pools (which may hold a lock or run on their dispatcher):
+        arguments other than plain scalars are pickled by this worker's writer thread, so a slow
+        one delays only the calls of this worker, which would wait for it anyway."""
+        future = ConcurrentFuture() if future is None else future
+        return self._call(name, args, kwargs, future, defer=not _plain(args, kwargs))
 
     def caller(self, name: str) -> Callable[..., BaseFuture]:
         call = self._call
@@ -196,14 +200,19 @@ class ProcessBackend(Backend):
 
         return caller
 
-    def _call(self, name: str, args: tuple, kwargs: dict, future: ConcurrentFuture) -> BaseFuture:
+    def _call(
+        self, name: str, args: tuple, kwargs: dict, future: ConcurrentFuture, defer: bool = False
+    ) -> BaseFuture:
         if self._stopped or self._crashed:
             raise self._refusal()
         if self.options.unwrap_futures and (args or kwargs) and call_has_futures(args, kwargs):
             return self._hold(future, name, args, kwargs)
-        payload = self._encode(name, args, kwargs, future)  # outside the lock: may take long
-        if payload is None:
-            return future
+        if defer:
+            payload: Any = _Deferred((future, name, args, kwargs))
+        else:
+            payload = self._encode(name, args, kwargs, future)  # outside the lock: may take long
+            if payload is None:
+                return future
         with self._lock:
             if self._stopped or self._crashed:
                 raise self._refusal()
@@ -221,7 +230,7 @@ class ProcessBackend(Backend):
             pending.append(future)
             self._names.append(name)
             self._seq += 1
-            if not self._queue and not self._writing and (
+            if not self._queue and not self._writing and not defer and (
                 len(pending) == 1 or child.size_of(payload) < _DIRECT_MAX_BYTES
             ):  # the child is idle, or the socket buffer holds the call: write it ourselves
                 try:
@@ -351,9 +360,8 @@ class ProcessBackend(Backend):
                     except BaseException as exc:
                         failed.append((future, exc))
                         continue
-                    payload = self._encode(name, values[0], values[1], future)
-                    if payload is None:
-                        continue
+                    # pickled by the writer: this runs under our lock, on whoever resolved it
+                    payload = _Deferred((future, name, values[0], values[1]))
                 self._unsent.append((future, name, args, kwargs, payload))
             if not self._closed:
                 self._refill()
@@ -374,6 +382,8 @@ class ProcessBackend(Backend):
                 self._writing = bool(items)
                 if not items and (self._crashed or self._closed):
                     return
+            if _Deferred in map(type, items):
+                items = [self._encode_deferred(item) if type(item) is _Deferred else item for item in items]
             try:
                 stop = wire.send_batches(items, conn)
             except OSError:
@@ -383,6 +393,13 @@ class ProcessBackend(Backend):
                 if stop:
                     self._closed = True
                     return
+
+    def _encode_deferred(self, item: _Deferred) -> child.Payload:
+        """Pickle a call on the writer thread; one that cannot be pickled fails its future here
+        and travels as a placeholder the child answers without running anything."""
+        future, name, args, kwargs = item
+        payload = self._encode(name, args, kwargs, future)
+        return child.SKIP if payload is None else payload
 
     def _read(self) -> None:
         pending, names, recv, loads = self._pending, self._names, child.receiver(self._conn), pickle.loads
@@ -404,6 +421,8 @@ class ProcessBackend(Backend):
                     if status == child.CANCELLED:
                         force_cancel(future)
                         continue
+                    if status == child.SKIPPED:
+                        continue  # its future failed when it could not be pickled
                     try:
                         value = loads(memoryview(record)[skip:])
                     except Exception as exc:
@@ -537,6 +556,27 @@ class ProcessBackend(Backend):
                 self._killing = True
             self._process.kill()
             reader.join()
+
+
+_PLAIN = (int, float, str, bytes, bool, type(None))
+
+
+def _plain(args: tuple, kwargs: dict) -> bool:
+    """Only builtin scalars among the arguments: pickling them is quick, whatever their size."""
+    for value in args:
+        if type(value) not in _PLAIN:
+            return False
+    if kwargs:
+        for value in kwargs.values():
+            if type(value) not in _PLAIN:
+                return False
+    return True
+
+
+class _Deferred(tuple):
+    """``(future, name, args, kwargs)`` of a call the writer thread pickles."""
+
+    __slots__ = ()
 
 
 class _Stray(Exception):

@@ -37,6 +37,7 @@ OK = 0
 ERROR = 1  # value: (exception pickle or None, type name, text, child traceback)
 CANCELLED = 2
 FUTURE = 3  # the method returned a future: value is that future's own (status, value)
+SKIPPED = 4  # answers SKIP: a call the parent could not pickle (and failed itself)
 
 READY = "ready"
 _BATCH_SECONDS = 0.001  # results of a batch are held back at most this long
@@ -170,6 +171,7 @@ def _is_future(value: Any) -> bool:
 
 
 _NONE = pickle.dumps(None, protocol=5)
+SKIP = pickle.dumps("concurry-skip", protocol=5)  # stands in for a call the parent could not pickle
 
 
 def encode_outcome(index: int, pid: int, status: int, value: Any, where: str) -> Payload:
@@ -345,6 +347,8 @@ def _loop(conn: Connection, runtime: Any, control: mmap.mmap) -> None:
                 pack_into(control, 0, index)
                 if index < unpack_from(control, 8)[0]:
                     payload = TAG.pack(index, getpid(), CANCELLED) + _NONE
+                elif item == SKIP or type(item) is str:  # in a batch, or alone (then unpickled)
+                    payload = TAG.pack(index, getpid(), SKIPPED) + _NONE
                 else:
                     try:
                         if isinstance(item, BaseException):
