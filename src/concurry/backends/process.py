@@ -407,7 +407,7 @@ class ProcessBackend(Backend):
         pid, lock = self.pid, self._lock
         alive = _ExitWatch(self._conn.fileno(), pid)
         try:
-            while alive():
+            while recv.buffered() or alive():
                 data = recv()
                 index, sender, status = tag(data)
                 records = loads(memoryview(data)[skip:]) if index < 0 else (data,)

@@ -28,7 +28,6 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -93,47 +92,70 @@ def write_chunks(fd: int, chunks: list) -> None:
             views[0] = views[0][written:]
 
 
-def _read_exact(fd: int, size: int) -> bytes:
-    data = os.read(fd, size)
-    if len(data) == size:
-        return data
-    parts = [data]
-    got = len(data)
-    while data and got < size:
-        data = os.read(fd, size - got)
-        parts.append(data)
-        got += len(data)
-    if got < size:
-        raise EOFError
-    return b"".join(parts)
+class Receiver:
+    """``conn.recv_bytes`` with fewer system calls and copies.
 
-
-def receiver(conn: Connection) -> Callable[[], bytes | bytearray]:
-    """``conn.recv_bytes`` with one copy fewer for large messages.
-
-    ``Connection`` collects a message in a ``BytesIO`` (kernel -> chunk -> buffer); a large one
-    is read straight into a buffer of the right size here. Same framing as ``Connection``.
+    Small messages: one ``read`` fetches the header, the message and often the next ones
+    (``Connection`` reads header and body separately). Large ones are read straight into a
+    buffer of the right size (``Connection`` collects them in a ``BytesIO``). Same framing.
     """
-    fd = conn.fileno()
-    unpack = _HEADER.unpack
 
-    def recv() -> bytes | bytearray:
-        (size,) = unpack(_read_exact(fd, 4))
+    __slots__ = ("buffer", "fd")
+
+    def __init__(self, conn: Connection):
+        self.fd = conn.fileno()
+        self.buffer = b""
+
+    def buffered(self) -> bool:
+        """Is a whole message already here (so reading will not block)?"""
+        buffer = self.buffer
+        if len(buffer) < 4:
+            return False
+        (size,) = _HEADER.unpack_from(buffer)
+        return size >= 0 and len(buffer) >= 4 + size
+
+    def __call__(self) -> bytes | bytearray:
+        buffer, fd = self.buffer, self.fd
+        while len(buffer) < 4:
+            buffer = self._more(buffer, fd)
+        (size,) = _HEADER.unpack_from(buffer)
+        start = 4
         if size == -1:
-            (size,) = struct.unpack("!Q", _read_exact(fd, 8))
+            while len(buffer) < 12:
+                buffer = self._more(buffer, fd)
+            (size,) = struct.unpack_from("!Q", buffer, 4)
+            start = 12
+        end = start + size
+        if len(buffer) >= end:
+            self.buffer = buffer[end:]
+            return buffer[start:end]
         if size < _BIG:
-            return _read_exact(fd, size)
-        buffer = bytearray(size)
-        view = memoryview(buffer)
-        got = 0
+            while len(buffer) < end:
+                buffer = self._more(buffer, fd)
+            self.buffer = buffer[end:]
+            return buffer[start:end]
+        message = bytearray(size)  # large: read the rest in place
+        got = len(buffer) - start
+        message[:got] = buffer[start:]
+        self.buffer = b""
+        view = memoryview(message)
         while got < size:
             n = os.readv(fd, [view[got:]])
             if not n:
                 raise EOFError
             got += n
+        return message
+
+    def _more(self, buffer: bytes, fd: int) -> bytes:
+        data = os.read(fd, _BIG)
+        if not data:
+            raise EOFError
+        self.buffer = buffer = buffer + data if buffer else data
         return buffer
 
-    return recv
+
+def receiver(conn: Connection) -> Receiver:
+    return Receiver(conn)
 
 
 def send(conn: Connection, payload: Payload) -> None:
@@ -164,7 +186,12 @@ def _outcome_of_future(value: Any) -> tuple:
         return (ERROR, encode_error(exc))
 
 
+_PLAIN = (int, float, str, bytes, bool, list, tuple, dict)
+
+
 def _is_future(value: Any) -> bool:
+    if type(value) in _PLAIN:
+        return False
     import concurrent.futures
 
     return isinstance(value, concurrent.futures.Future) or type(value).__module__ == "concurry.futures"
@@ -325,8 +352,9 @@ def _loop(conn: Connection, runtime: Any, control: mmap.mmap) -> None:
     recv = receiver(conn)
     loads = pickle.loads
     pack_into, unpack_from = _INT.pack_into, _INT.unpack_from
-    getpid = os.getpid
-    sender = _Sender(conn, getpid())
+    me = [os.getpid()]  # a process forked by the user's code updates its copy (and is told apart)
+    os.register_at_fork(after_in_child=lambda: me.__setitem__(0, os.getpid()))
+    sender = _Sender(conn, me[0])
     index = 0
     try:
         while True:
@@ -346,9 +374,9 @@ def _loop(conn: Connection, runtime: Any, control: mmap.mmap) -> None:
                 name = "?"
                 pack_into(control, 0, index)
                 if index < unpack_from(control, 8)[0]:
-                    payload = TAG.pack(index, getpid(), CANCELLED) + _NONE
+                    payload = TAG.pack(index, me[0], CANCELLED) + _NONE
                 elif item == SKIP or type(item) is str:  # in a batch, or alone (then unpickled)
-                    payload = TAG.pack(index, getpid(), SKIPPED) + _NONE
+                    payload = TAG.pack(index, me[0], SKIPPED) + _NONE
                 else:
                     try:
                         if isinstance(item, BaseException):
@@ -357,7 +385,7 @@ def _loop(conn: Connection, runtime: Any, control: mmap.mmap) -> None:
                         status, value = OK, invoke(name, args, kwargs)
                     except BaseException as exc:
                         status, value = ERROR, encode_error(exc)
-                    payload = encode_outcome(index, getpid(), status, value, f"{cls_name}.{name}")
+                    payload = encode_outcome(index, me[0], status, value, f"{cls_name}.{name}")
                     del value
                 index += 1
                 sender.add(payload, position < last)
