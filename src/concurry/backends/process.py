@@ -5,15 +5,19 @@ parent's ``sys.path``; the worker class and its arguments follow over the socket
 cloudpickle (by value for ``__main__`` classes). The user's script is never re-run, so scripts
 without a ``__main__`` guard, ``python -c`` and notebooks work. ``mp_context="fork"`` forks.
 
-Calling: a call is pickled once in the caller's thread (plain pickle; cloudpickle for lambdas
-and ``__main__`` objects). With few calls in flight the caller writes it at once; otherwise it
-joins a queue that a writer thread sends in batches. One reader thread per worker resolves
-futures in order (a worker runs its calls in order, so no call ids travel). Calls whose
-arguments hold pending futures wait, with every later call, until those futures resolve.
+Calling: a call is pickled once, outside any lock: in the caller's thread (plain pickle;
+cloudpickle for lambdas and ``__main__`` objects), or, for a pool's calls with non-scalar
+arguments, by this worker's writer thread (a slow argument then delays only this worker's
+calls). At most ``_WINDOW`` calls are handed to the child at once; they are ``running()``. Later
+ones wait here, pending: ``cancel()`` works on them and a pool may ``withdraw()`` them. The
+caller writes a small call itself; otherwise the writer thread sends queued calls in batches.
+One reader thread per worker resolves futures in order, checking each outcome's tag (call
+index, sender pid) so a stray outcome breaks the worker instead of answering another call.
+Calls whose arguments hold pending futures wait, with every later call, until those resolve.
 
-Dying: the reader sees the socket close; every unfinished future fails with
-``WorkerCrashedError`` and later calls raise it. The child exits when the socket closes, so it
-never outlives the parent for long.
+Dying: the reader sees the socket close (or the child exit); every unfinished future fails with
+``WorkerCrashedError``, later calls raise it, and a pool's listener is told. The child exits
+when the socket closes, and on Linux the kernel kills it the moment the parent dies.
 """
 
 from __future__ import annotations
