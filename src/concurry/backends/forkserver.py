@@ -8,8 +8,9 @@ than starting an interpreter per worker.
 
 The helper is the children's parent: it reaps them and reports each exit code back, so the
 worker backend sees a ``Popen``-like object (``_ServedProcess``) with ``wait``/``poll``/``kill``.
-It exits when the parent closes its socket (or dies); its children then see their own pipes
-close (or their parent change) and exit too.
+It exits when the parent closes its socket, or is killed by the kernel when the parent dies
+(Linux's parent-death signal; a watcher thread elsewhere); its children, whose parent it is,
+die with it the same way.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def serve(fd: int, parent_pid: int) -> None:
     except ImportError:
         pass
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    child.die_with_parent(parent_pid)  # the helper dies with the user's process, at once
     sock = socket.socket(fileno=fd)
     lock = threading.Lock()
     live = threading.Semaphore(0)

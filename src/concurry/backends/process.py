@@ -5,15 +5,19 @@ parent's ``sys.path``; the worker class and its arguments follow over the socket
 cloudpickle (by value for ``__main__`` classes). The user's script is never re-run, so scripts
 without a ``__main__`` guard, ``python -c`` and notebooks work. ``mp_context="fork"`` forks.
 
-Calling: a call is pickled once in the caller's thread (plain pickle; cloudpickle for lambdas
-and ``__main__`` objects). With few calls in flight the caller writes it at once; otherwise it
-joins a queue that a writer thread sends in batches. One reader thread per worker resolves
-futures in order (a worker runs its calls in order, so no call ids travel). Calls whose
-arguments hold pending futures wait, with every later call, until those futures resolve.
+Calling: a call is pickled once, outside any lock: in the caller's thread (plain pickle;
+cloudpickle for lambdas and ``__main__`` objects), or, for a pool's calls with non-scalar
+arguments, by this worker's writer thread (a slow argument then delays only this worker's
+calls). At most ``_WINDOW`` calls are handed to the child at once; they are ``running()``. Later
+ones wait here, pending: ``cancel()`` works on them and a pool may ``withdraw()`` them. The
+caller writes a small call itself; otherwise the writer thread sends queued calls in batches.
+One reader thread per worker resolves futures in order, checking each outcome's tag (call
+index, sender pid) so a stray outcome breaks the worker instead of answering another call.
+Calls whose arguments hold pending futures wait, with every later call, until those resolve.
 
-Dying: the reader sees the socket close; every unfinished future fails with
-``WorkerCrashedError`` and later calls raise it. The child exits when the socket closes, so it
-never outlives the parent for long.
+Dying: the reader sees the socket close (or the child exit); every unfinished future fails with
+``WorkerCrashedError``, later calls raise it, and a pool's listener is told. The child exits
+when the socket closes, and on Linux the kernel kills it the moment the parent dies.
 """
 
 from __future__ import annotations
@@ -42,8 +46,13 @@ from .base import Backend
 from .process_launch import control_page, describe_exit, start_child
 from .process_wire import STOP
 
-_DIRECT_MAX_BYTES = 8 * 1024  # the caller writes a call itself only if it is this small ...
-_DIRECT_MAX_INFLIGHT = 16  # ... and this few calls are unfinished: the socket buffer holds them
+_DIRECT_MAX_BYTES = 8 * 1024  # the caller writes a call itself only if it is this small
+# At most this many calls are handed to the child at once (one running, the rest queued there,
+# committed: running() and not cancellable); later calls wait in this process, pending, where
+# cancel() and a pool's withdraw() can still take them back. Large enough for the child never
+# to wait for the parent between quick calls, small enough that a long call holds few behind it.
+_WINDOW = 16
+_REFILL_AT = _WINDOW // 2  # the reader tops the window up once it is this empty: in batches
 
 # ---- cleanup at interpreter exit ----
 
@@ -82,7 +91,9 @@ class ProcessBackend(Backend):
             raise ValueError(f"mp_context must be 'spawn', 'forkserver' or 'fork', got {method!r}")
         init_payload = self._init_payload()
         self._lock = threading.Lock()
-        self._pending: collections.deque = collections.deque()  # sent (or queued) futures, in order
+        self._pending: collections.deque = collections.deque()  # futures handed to the child, in order
+        self._names: collections.deque = collections.deque()  # ... and their method names
+        self._unsent: collections.deque = collections.deque()  # calls waiting for the window
         self._queue: collections.deque = collections.deque()  # payloads for the writer thread
         self._held: collections.deque = collections.deque()  # calls waiting for argument futures
         self._writing = False
@@ -90,6 +101,7 @@ class ProcessBackend(Backend):
         self._seq = 0  # calls handed to the child so far (queued or written)
         self._finished = 0  # outcomes received
         self._crashed = False
+        self._broken = ""  # why the worker was declared broken (a stray outcome), if it was
         self._closed = False  # no more writes: stop message sent, or child gone
         self._killing = False  # the stop deadline passed: unfinished calls are cancelled
         self._reaped = False
@@ -176,13 +188,17 @@ class ProcessBackend(Backend):
 
     @property
     def unfinished(self) -> int:
-        """Calls submitted and not finished (held, queued or in the child); read by pool statistics."""
-        return len(self._pending) + len(self._held)
+        """Calls submitted and not finished (held, unsent or in the child); read by pool statistics."""
+        return len(self._pending) + len(self._unsent) + len(self._held)
 
     def submit(
         self, name: str, args: tuple, kwargs: dict, future: ConcurrentFuture | None = None
     ) -> BaseFuture:
-        return self._call(name, args, kwargs, ConcurrentFuture() if future is None else future)
+        """The generic entry, used by pools (which may hold a lock or run on their dispatcher):
+        arguments other than plain scalars are pickled by this worker's writer thread, so a slow
+        one delays only the calls of this worker, which would wait for it anyway."""
+        future = ConcurrentFuture() if future is None else future
+        return self._call(name, args, kwargs, future, defer=not _plain(args, kwargs))
 
     def caller(self, name: str) -> Callable[..., BaseFuture]:
         call = self._call
@@ -193,36 +209,39 @@ class ProcessBackend(Backend):
 
         return caller
 
-    def _call(self, name: str, args: tuple, kwargs: dict, future: ConcurrentFuture) -> BaseFuture:
+    def _call(
+        self, name: str, args: tuple, kwargs: dict, future: ConcurrentFuture, defer: bool = False
+    ) -> BaseFuture:
         if self._stopped or self._crashed:
             raise self._refusal()
         if self.options.unwrap_futures and (args or kwargs) and call_has_futures(args, kwargs):
             return self._hold(future, name, args, kwargs)
-        payload = self._encode(name, args, kwargs, future)
-        if payload is None:
-            return future
+        if defer:
+            payload: Any = _Deferred((future, name, args, kwargs))
+        else:
+            payload = self._encode(name, args, kwargs, future)  # outside the lock: may take long
+            if payload is None:
+                return future
         with self._lock:
             if self._stopped or self._crashed:
                 raise self._refusal()
             if self._held:  # an earlier call waits for its arguments: keep actor order
-                self._held.append((future, name, None, None, (), payload))
+                self._held.append((future, name, args, kwargs, (), payload))
                 return future
-            # As in ProcessPoolExecutor: a call handed to the process is running (no cancel())
+            pending = self._pending
+            if self._unsent or len(pending) >= _WINDOW:
+                # the child has enough to do: the call waits here, pending and cancellable
+                self._unsent.append((future, name, args, kwargs, payload))
+                return future
+            # handed to the child, which will run it after at most _WINDOW - 1 others: running
             if not future.set_running_or_notify_cancel():
                 return future
-            self._pending.append(future)
+            pending.append(future)
+            self._names.append(name)
             self._seq += 1
-            if (
-                not self._queue
-                and not self._writing
-                and (
-                    len(self._pending) == 1  # the child is idle: it reads whatever we write
-                    or (
-                        len(self._pending) <= _DIRECT_MAX_INFLIGHT
-                        and child.size_of(payload) < _DIRECT_MAX_BYTES
-                    )
-                )
-            ):
+            if not self._queue and not self._writing and not defer and (
+                len(pending) == 1 or child.size_of(payload) < _DIRECT_MAX_BYTES
+            ):  # the child is idle, or the socket buffer holds the call: write it ourselves
                 try:
                     child.send(self._conn, payload)
                 except OSError:
@@ -232,8 +251,60 @@ class ProcessBackend(Backend):
                 self._wake.set()
         return future
 
+    def _refill(self, from_reader: bool = False) -> None:
+        """Hand unsent calls to the child while the window has room (caller holds the lock).
+
+        The reader writes small calls itself (the socket buffer holds a window of them, so the
+        write cannot block while the child waits for us to read); anything else goes through
+        the writer thread.
+        """
+        unsent, pending = self._unsent, self._pending
+        direct = from_reader and not self._queue and not self._writing
+        items: list = []
+        while unsent and len(pending) < _WINDOW:
+            future, name, _, _, payload = unsent.popleft()
+            if future is STOP:
+                items.append(STOP)
+                direct = False
+                break
+            if not future.set_running_or_notify_cancel():
+                continue  # cancelled while it waited: it never runs
+            pending.append(future)
+            self._names.append(name)
+            self._seq += 1
+            items.append(payload)
+            if direct and (type(payload) is not bytes or len(payload) >= _DIRECT_MAX_BYTES):
+                direct = False
+        if not items:
+            return
+        if direct:
+            try:
+                wire.send_batches(items, self._conn)
+            except OSError:
+                pass  # the child is gone: the reader fails these futures
+        else:
+            self._queue.extend(items)
+            self._wake.set()
+
+    def withdraw(self) -> list[tuple[ConcurrentFuture, str, tuple, dict]]:
+        """Take back the calls not handed to the child yet (they wait in this process)."""
+        with self._lock:
+            if self._closed and not self._unsent and not self._held:
+                return []
+            taken = [(f, n, a, k) for f, n, a, k, _ in self._unsent if f is not STOP and not f.done()]
+            taken += [(e[0], e[1], e[2], e[3]) for e in self._held if e[0] is not STOP and not e[0].done()]
+            stop = any(e[0] is STOP for e in self._unsent) or any(e[0] is STOP for e in self._held)
+            self._unsent.clear()
+            self._held.clear()
+            if stop:
+                self._queue.append(STOP)
+                self._wake.set()
+        return taken
+
     def _refusal(self) -> RuntimeError:
         if self._crashed:
+            if self._broken:
+                return WorkerCrashedError(f"{self._broken}; create a new one with .init()")
             return WorkerCrashedError(
                 f"process worker {self.name} (pid {self.pid}) {describe_exit(self._exit_code)}; "
                 "create a new one with .init()"
@@ -276,17 +347,17 @@ class ProcessBackend(Backend):
         return future
 
     def _release_held(self, _: Any = None) -> None:
-        """Send, in order, every held call at the front whose argument futures are all done."""
+        """Move, in order, every held call at the front whose argument futures are all done to
+        the unsent calls (they go to the child as the window allows)."""
         failed: list[tuple[ConcurrentFuture, BaseException]] = []
         with self._lock:
             held = self._held
             while held and all(dep.done() for dep in held[0][4]):
                 future, name, args, kwargs, deps, payload = held.popleft()
                 if future is STOP:
-                    self._queue.append(STOP)
-                    self._wake.set()
+                    self._unsent.append((STOP, None, None, None, None))
                     continue
-                if self._crashed or not future.set_running_or_notify_cancel():
+                if self._crashed or future.done():
                     continue
                 if payload is None:
                     error = wire.first_failure(deps)
@@ -298,15 +369,14 @@ class ProcessBackend(Backend):
                     except BaseException as exc:
                         failed.append((future, exc))
                         continue
-                    payload = self._encode(name, values[0], values[1], future)
-                    if payload is None:
-                        continue
-                self._pending.append(future)
-                self._seq += 1
-                self._queue.append(payload)  # never written here: this may run on a reader thread
-                self._wake.set()
+                    # pickled by the writer: this runs under our lock, on whoever resolved it
+                    payload = _Deferred((future, name, values[0], values[1]))
+                self._unsent.append((future, name, args, kwargs, payload))
+            if not self._closed:
+                self._refill()
         for future, error in failed:
-            set_outcome(future, None, error)
+            if future.set_running_or_notify_cancel():
+                set_outcome(future, None, error)
 
     # ---- writer and reader threads ----
 
@@ -321,6 +391,8 @@ class ProcessBackend(Backend):
                 self._writing = bool(items)
                 if not items and (self._crashed or self._closed):
                     return
+            if _Deferred in map(type, items):
+                items = [self._encode_deferred(item) if type(item) is _Deferred else item for item in items]
             try:
                 stop = wire.send_batches(items, conn)
             except OSError:
@@ -331,32 +403,70 @@ class ProcessBackend(Backend):
                     self._closed = True
                     return
 
+    def _encode_deferred(self, item: _Deferred) -> child.Payload:
+        """Pickle a call on the writer thread; one that cannot be pickled fails its future here
+        and travels as a placeholder the child answers without running anything."""
+        future, name, args, kwargs = item
+        payload = self._encode(name, args, kwargs, future)
+        return child.SKIP if payload is None else payload
+
     def _read(self) -> None:
-        pending, recv, loads = self._pending, child.receiver(self._conn), pickle.loads
-        alive = _ExitWatch(self._conn.fileno(), self.pid)
+        pending, names, recv, loads = self._pending, self._names, child.receiver(self._conn), pickle.loads
+        tag, skip = child.TAG.unpack_from, child.TAG.size
+        pid, lock = self.pid, self._lock
+        alive = _ExitWatch(self._conn.fileno(), pid)
         try:
-            while alive():
-                message = loads(recv())
-                for item in message if type(message) is list else (message,):
+            while recv.buffered() or alive():
+                data = recv()
+                index, sender, status = tag(data)
+                records = loads(memoryview(data)[skip:]) if index < 0 else (data,)
+                for record in records:
+                    index, sender, status = tag(record)
+                    if index != self._finished or sender != pid or not pending:
+                        raise _Stray(self._stray_text(index, sender))
                     future = pending.popleft()
+                    name = names.popleft()
                     self._finished += 1
-                    try:
-                        status, value = loads(item) if type(item) is bytes else item
-                    except Exception as exc:
-                        set_outcome(future, None, wire.unloadable_result(exc))
-                        continue
                     if status == child.CANCELLED:
                         force_cancel(future)
                         continue
-                    result, error = wire.decode_outcome(status, value)
+                    if status == child.SKIPPED:
+                        continue  # its future failed when it could not be pickled
+                    try:
+                        value = loads(memoryview(record)[skip:])
+                    except Exception as exc:
+                        error = wire.unloadable_result(self._where(name), record[skip:], exc)
+                        set_outcome(future, None, error)
+                        continue
+                    result, error = wire.decode_outcome(status, value, self._where, name)
                     set_outcome(future, result, error)
-                del message, item
+                del data, records, record
+                if self._unsent and len(pending) <= _REFILL_AT:
+                    with lock:
+                        self._refill(from_reader=True)
+                elif not pending and self.listener is not None and not self._held:
+                    self._notify_idle()
         except (EOFError, OSError):
             pass
+        except _Stray as exc:
+            self._broken = str(exc)
+            sys.stderr.write(f"concurry: {exc}\n")
+            self._process.kill()
         except Exception as exc:  # a protocol error must not strand futures either
             sys.stderr.write(f"concurry: process worker {self.name} reader failed: {exc!r}\n")
         alive.close()
         self._on_child_gone()
+
+    def _where(self, name: str) -> str:
+        return f"{self.cls.__qualname__}.{name} (process worker {self.name})"
+
+    def _stray_text(self, index: int, sender: int) -> str:
+        expected = f"call #{self._finished}" if self._pending else "no result"
+        return (
+            f"process worker {self.name} (pid {self.pid}) is broken: it sent a result for call #{index} "
+            f"from pid {sender} where {expected} was expected (did a method fork a process that "
+            "returned into the worker's loop?); its unfinished calls fail"
+        )
 
     def _on_child_gone(self) -> None:
         """The child is gone: reap it, fail or cancel everything unfinished, release."""
@@ -373,13 +483,16 @@ class ProcessBackend(Backend):
             killed_by_stop = self._killing
             crashed = not killed_by_stop and (bool(self._pending) or not self._stopped)
             self._crashed = crashed
-            unfinished = list(self._pending) + [entry[0] for entry in self._held if entry[0] is not STOP]
+            waiting = [entry[0] for entry in (*self._unsent, *self._held) if entry[0] is not STOP]
+            unfinished = list(self._pending) + waiting
             self._pending.clear()
+            self._names.clear()
+            self._unsent.clear()
             self._held.clear()
             self._queue.clear()
             self._wake.set()
         if crashed and unfinished:
-            error_text = (
+            error_text = self._broken or (
                 f"process worker {self.name} (pid {self.pid}) {describe_exit(self._exit_code)} "
                 f"with {len(unfinished)} unfinished call(s)"
             )
@@ -395,6 +508,8 @@ class ProcessBackend(Backend):
             self._conn.close()
             self._control.close()
         _live.discard(self)
+        if crashed:
+            self._notify_died()
 
     def _reap(self, deadline: float) -> None:
         """Wait for the child until ``deadline``, then kill it; never leaves a zombie."""
@@ -424,7 +539,8 @@ class ProcessBackend(Backend):
         cancelled: list[ConcurrentFuture] = []
         with self._lock:
             if cancel_futures:
-                cancelled = [entry[0] for entry in self._held]
+                cancelled = [e[0] for e in (*self._unsent, *self._held) if e[0] is not STOP]
+                self._unsent.clear()
                 self._held.clear()
                 if not self._control.closed:
                     child._INT.pack_into(self._control, 8, self._seq)
@@ -434,6 +550,8 @@ class ProcessBackend(Backend):
                     cancelled += list(self._pending)[skip_from:]
             if self._held:
                 self._held.append((STOP, None, None, None, (), None))
+            elif self._unsent:
+                self._unsent.append((STOP, None, None, None, None))
             else:
                 self._queue.append(STOP)
                 self._wake.set()
@@ -447,6 +565,31 @@ class ProcessBackend(Backend):
                 self._killing = True
             self._process.kill()
             reader.join()
+
+
+_PLAIN = (int, float, str, bytes, bool, type(None))
+
+
+def _plain(args: tuple, kwargs: dict) -> bool:
+    """Only builtin scalars among the arguments: pickling them is quick, whatever their size."""
+    for value in args:
+        if type(value) not in _PLAIN:
+            return False
+    if kwargs:
+        for value in kwargs.values():
+            if type(value) not in _PLAIN:
+                return False
+    return True
+
+
+class _Deferred(tuple):
+    """``(future, name, args, kwargs)`` of a call the writer thread pickles."""
+
+    __slots__ = ()
+
+
+class _Stray(Exception):
+    """The child sent an outcome that belongs to no call we expect."""
 
 
 class _ExitWatch:

@@ -4,9 +4,12 @@ The parent starts a fresh interpreter (or forks) with one end of a socket pair. 
 child receives, in order: the worker class and its constructor arguments (one cloudpickle
 message), then calls, either one pickled ``(name, args, kwargs)`` tuple or a pickled list of
 such payloads (a batch), and finally ``None`` (stop). It answers, in the same order, one
-outcome per call: a pickled ``(status, value)`` tuple, or a pickled list of such payloads.
-Outcomes need no call id: one instance runs calls one at a time, so the n-th outcome belongs
-to the n-th call.
+outcome per call: a record, or a batch of records. A record is a ``TAG`` (the call's index,
+the pid that ran it, the status) followed by the pickled value, so the parent can check that
+each outcome belongs to the call it expects (a stray one, e.g. from a process the user's method
+forked that returned into this loop, breaks the worker loudly instead of answering another
+call) and can fail just that call if the value cannot be unpickled there. A batch is a ``TAG``
+with index -1 followed by a pickled list of records.
 
 A small shared page (``control``) lets the parent cancel calls that have not started
 (``stop(cancel_futures=True)``) while one is running: the child writes the index of the call
@@ -25,7 +28,6 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -34,12 +36,14 @@ OK = 0
 ERROR = 1  # value: (exception pickle or None, type name, text, child traceback)
 CANCELLED = 2
 FUTURE = 3  # the method returned a future: value is that future's own (status, value)
+SKIPPED = 4  # answers SKIP: a call the parent could not pickle (and failed itself)
 
 READY = "ready"
 _BATCH_SECONDS = 0.001  # results of a batch are held back at most this long
 _BIG = 64 * 1024  # outcomes at least this big are sent on their own, not copied into a batch
 _CONTROL_SIZE = 16  # int64 at 0: index of the call starting; int64 at 8: cancel watermark
 _INT = struct.Struct("q")
+TAG = struct.Struct("<qiB")  # (call index, or -1 for a batch; sender pid; status)
 _HEADER = struct.Struct("!i")
 _BIG_HEADER = struct.Struct("!iQ")
 
@@ -88,47 +92,70 @@ def write_chunks(fd: int, chunks: list) -> None:
             views[0] = views[0][written:]
 
 
-def _read_exact(fd: int, size: int) -> bytes:
-    data = os.read(fd, size)
-    if len(data) == size:
-        return data
-    parts = [data]
-    got = len(data)
-    while data and got < size:
-        data = os.read(fd, size - got)
-        parts.append(data)
-        got += len(data)
-    if got < size:
-        raise EOFError
-    return b"".join(parts)
+class Receiver:
+    """``conn.recv_bytes`` with fewer system calls and copies.
 
-
-def receiver(conn: Connection) -> Callable[[], bytes | bytearray]:
-    """``conn.recv_bytes`` with one copy fewer for large messages.
-
-    ``Connection`` collects a message in a ``BytesIO`` (kernel -> chunk -> buffer); a large one
-    is read straight into a buffer of the right size here. Same framing as ``Connection``.
+    Small messages: one ``read`` fetches the header, the message and often the next ones
+    (``Connection`` reads header and body separately). Large ones are read straight into a
+    buffer of the right size (``Connection`` collects them in a ``BytesIO``). Same framing.
     """
-    fd = conn.fileno()
-    unpack = _HEADER.unpack
 
-    def recv() -> bytes | bytearray:
-        (size,) = unpack(_read_exact(fd, 4))
+    __slots__ = ("buffer", "fd")
+
+    def __init__(self, conn: Connection):
+        self.fd = conn.fileno()
+        self.buffer = b""
+
+    def buffered(self) -> bool:
+        """Is a whole message already here (so reading will not block)?"""
+        buffer = self.buffer
+        if len(buffer) < 4:
+            return False
+        (size,) = _HEADER.unpack_from(buffer)
+        return size >= 0 and len(buffer) >= 4 + size
+
+    def __call__(self) -> bytes | bytearray:
+        buffer, fd = self.buffer, self.fd
+        while len(buffer) < 4:
+            buffer = self._more(buffer, fd)
+        (size,) = _HEADER.unpack_from(buffer)
+        start = 4
         if size == -1:
-            (size,) = struct.unpack("!Q", _read_exact(fd, 8))
+            while len(buffer) < 12:
+                buffer = self._more(buffer, fd)
+            (size,) = struct.unpack_from("!Q", buffer, 4)
+            start = 12
+        end = start + size
+        if len(buffer) >= end:
+            self.buffer = buffer[end:]
+            return buffer[start:end]
         if size < _BIG:
-            return _read_exact(fd, size)
-        buffer = bytearray(size)
-        view = memoryview(buffer)
-        got = 0
+            while len(buffer) < end:
+                buffer = self._more(buffer, fd)
+            self.buffer = buffer[end:]
+            return buffer[start:end]
+        message = bytearray(size)  # large: read the rest in place
+        got = len(buffer) - start
+        message[:got] = buffer[start:]
+        self.buffer = b""
+        view = memoryview(message)
         while got < size:
             n = os.readv(fd, [view[got:]])
             if not n:
                 raise EOFError
             got += n
+        return message
+
+    def _more(self, buffer: bytes, fd: int) -> bytes:
+        data = os.read(fd, _BIG)
+        if not data:
+            raise EOFError
+        self.buffer = buffer = buffer + data if buffer else data
         return buffer
 
-    return recv
+
+def receiver(conn: Connection) -> Receiver:
+    return Receiver(conn)
 
 
 def send(conn: Connection, payload: Payload) -> None:
@@ -159,34 +186,47 @@ def _outcome_of_future(value: Any) -> tuple:
         return (ERROR, encode_error(exc))
 
 
+_PLAIN = (int, float, str, bytes, bool, list, tuple, dict)
+
+
 def _is_future(value: Any) -> bool:
+    if type(value) in _PLAIN:
+        return False
     import concurrent.futures
 
     return isinstance(value, concurrent.futures.Future) or type(value).__module__ == "concurry.futures"
 
 
-def encode_outcome(status: int, value: Any, where: str) -> Payload:
-    """Pickle one outcome; an unpicklable result becomes a ``TypeError`` naming method and type."""
+_NONE = pickle.dumps(None, protocol=5)
+SKIP = pickle.dumps("concurry-skip", protocol=5)  # stands in for a call the parent could not pickle
+
+
+def encode_outcome(index: int, pid: int, status: int, value: Any, where: str) -> Payload:
+    """One outcome record; an unpicklable result becomes a ``TypeError`` naming method and type."""
     if status == OK and value is not None and _is_future(value):
         status, value = FUTURE, _outcome_of_future(value)
     try:
-        return dumps((status, value))
+        data = _NONE if value is None else dumps(value)
     except Exception as exc:
         shown = value[1] if status == FUTURE else value
         error = TypeError(
             f"{where} returned a value of type {type(shown).__qualname__} that cannot be pickled "
             f"to send it back to the caller: {exc}"
         )
-        return pickle.dumps((ERROR, encode_error(error)), protocol=5)
+        status, data = ERROR, pickle.dumps(encode_error(error), protocol=5)
+    if type(data) is bytes:
+        return TAG.pack(index, pid, status) + data
+    return [TAG.pack(index, pid, status), *data]
 
 
 class _Sender:
     """Collects outcomes and writes them, batched while more calls of a batch are waiting."""
 
-    def __init__(self, conn: Connection):
+    def __init__(self, conn: Connection, pid: int):
         self.conn = conn
         self.held: list[bytes] = []
         self.since = 0.0
+        self.batch_tag = TAG.pack(-1, pid, OK)
 
     def add(self, payload: Payload, more: bool) -> None:
         if type(payload) is not bytes or len(payload) >= _BIG:
@@ -209,7 +249,7 @@ class _Sender:
         if len(held) == 1:
             self.conn.send_bytes(held[0])
         else:
-            self.conn.send_bytes(pickle.dumps(held, protocol=5))
+            self.conn.send_bytes(self.batch_tag + pickle.dumps(held, protocol=5))
 
 
 def _flush_std_streams() -> None:
@@ -239,13 +279,40 @@ def _watch_parent(parent_pid: int) -> None:
             os._exit(1)
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Make sure this process never outlives ``parent_pid``.
+
+    On Linux the kernel kills us (``SIGKILL``) the moment the parent dies, even inside a long
+    C call that holds the GIL, and no thread wakes up for it. Elsewhere (or if ``prctl`` is
+    refused) a watcher thread polls ``getppid()``, which needs the GIL.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import signal
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0:
+                # the parent may have died before prctl: then we were already reparented
+                if os.getppid() != parent_pid:
+                    os._exit(1)
+                return
+        except (OSError, AttributeError, ImportError):
+            pass
+    if os.getppid() != parent_pid:
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), name="concurry-watch", daemon=True).start()
+
+
 def serve(fd: int, control_fd: int, parent_pid: int) -> None:
     """Run one worker: build the instance, then run calls until stop or the pipe closes."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    watch = threading.Thread(target=_watch_parent, args=(parent_pid,), name="concurry-watch", daemon=True)
-    watch.start()
+    die_with_parent(parent_pid)
     conn = Connection(fd)
     control = mmap.mmap(control_fd, _CONTROL_SIZE)
     os.close(control_fd)
@@ -285,7 +352,9 @@ def _loop(conn: Connection, runtime: Any, control: mmap.mmap) -> None:
     recv = receiver(conn)
     loads = pickle.loads
     pack_into, unpack_from = _INT.pack_into, _INT.unpack_from
-    sender = _Sender(conn)
+    me = [os.getpid()]  # a process forked by the user's code updates its copy (and is told apart)
+    os.register_at_fork(after_in_child=lambda: me.__setitem__(0, os.getpid()))
+    sender = _Sender(conn, me[0])
     index = 0
     try:
         while True:
@@ -305,7 +374,9 @@ def _loop(conn: Connection, runtime: Any, control: mmap.mmap) -> None:
                 name = "?"
                 pack_into(control, 0, index)
                 if index < unpack_from(control, 8)[0]:
-                    payload = pickle.dumps((CANCELLED, None), protocol=5)
+                    payload = TAG.pack(index, me[0], CANCELLED) + _NONE
+                elif item == SKIP or type(item) is str:  # in a batch, or alone (then unpickled)
+                    payload = TAG.pack(index, me[0], SKIPPED) + _NONE
                 else:
                     try:
                         if isinstance(item, BaseException):
@@ -314,7 +385,7 @@ def _loop(conn: Connection, runtime: Any, control: mmap.mmap) -> None:
                         status, value = OK, invoke(name, args, kwargs)
                     except BaseException as exc:
                         status, value = ERROR, encode_error(exc)
-                    payload = encode_outcome(status, value, f"{cls_name}.{name}")
+                    payload = encode_outcome(index, me[0], status, value, f"{cls_name}.{name}")
                     del value
                 index += 1
                 sender.add(payload, position < last)

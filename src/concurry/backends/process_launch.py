@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import mmap
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from . import process_child as child
@@ -37,12 +40,61 @@ def start_interpreter(main: str, values: dict, pass_fds: tuple) -> subprocess.Po
     package = _package_dir()
     code = BOOTSTRAP.format(path=list(sys.path), init=os.path.join(package, "__init__.py"), package=package)
     code += main.format(**values)
-    return subprocess.Popen(
+    return in_lasting_thread(
+        subprocess.Popen,
         [sys.executable, *subprocess._args_from_interpreter_flags(), "-u", "-c", code],
         pass_fds=pass_fds,
         close_fds=True,
         stdin=subprocess.DEVNULL,
     )
+
+
+# ---- a thread that lives as long as the process, to create children from ----
+# Linux's parent-death signal (see ``process_child.die_with_parent``) fires when the *thread*
+# that created the child exits, not the process: a worker started from a pool's or the user's
+# short-lived thread would be killed with it. Children are therefore created from the main
+# thread, or from one daemon thread that lasts until the process exits.
+
+_launch_lock = threading.Lock()
+_launch_queue: queue.SimpleQueue | None = None
+
+
+def in_lasting_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` run on a thread that lives until the process exits."""
+    if threading.current_thread() is threading.main_thread():
+        return fn(*args, **kwargs)
+    global _launch_queue
+    with _launch_lock:
+        if _launch_queue is None:
+            _launch_queue = queue.SimpleQueue()
+            launcher = threading.Thread(target=_launcher, args=(_launch_queue,), name="concurry-launcher")
+            launcher.daemon = True
+            launcher.start()
+        requests = _launch_queue
+    done: queue.SimpleQueue = queue.SimpleQueue()
+    requests.put((fn, args, kwargs, done))
+    ok, value = done.get()
+    if ok:
+        return value
+    raise value
+
+
+def _launcher(requests: queue.SimpleQueue) -> None:
+    while True:
+        fn, args, kwargs, done = requests.get()
+        try:
+            done.put((True, fn(*args, **kwargs)))
+        except BaseException as exc:
+            done.put((False, exc))
+        del fn, args, kwargs, done
+
+
+def _forget_launcher_after_fork() -> None:
+    global _launch_queue, _launch_lock
+    _launch_queue, _launch_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_launcher_after_fork)
 
 
 def _package_dir() -> str:
@@ -113,7 +165,7 @@ def start_child(method: str, fd: int, control_fd: int) -> Any:
     """Start a child serving the socket ``fd``; returns a ``Popen``-like handle (``pid``, ``poll``,
     ``wait``, ``kill``). The caller closes its copies of ``fd`` and ``control_fd`` afterwards."""
     if method == "fork":
-        return _fork(fd, control_fd)
+        return in_lasting_thread(_fork, fd, control_fd)
     if method == "forkserver":
         from . import forkserver
 

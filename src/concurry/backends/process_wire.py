@@ -27,15 +27,22 @@ class RemoteTraceback(Exception):
         return f"\n--- traceback in the worker process ---\n{self.args[0]}"
 
 
-def decode_error(value: tuple) -> BaseException:
-    """Rebuild an exception sent by the child, with the child's traceback attached as a note."""
+def decode_error(value: tuple, where: str = "") -> BaseException:
+    """Rebuild an exception sent by the child, with the child's traceback attached as a note.
+
+    One the parent cannot unpickle (its class lives in a module only the child imported, or its
+    unpickling raises) becomes a ``RuntimeError`` naming the method (``where``) and its type.
+    """
     data, type_name, text, tb = value
     exc: BaseException | None = None
     if data is not None:
         try:
             exc = pickle.loads(data)
-        except Exception:
-            exc = None
+        except Exception as problem:
+            exc = RuntimeError(
+                f"{where or 'the method'} raised {type_name}: {text} "
+                f"(the exception itself cannot be unpickled here: {type(problem).__name__}: {problem})"
+            )
     if not isinstance(exc, BaseException):
         exc = RuntimeError(f"{type_name}: {text}")
     try:
@@ -48,13 +55,16 @@ def decode_error(value: tuple) -> BaseException:
     return exc
 
 
-def decode_outcome(status: int, value: Any) -> tuple[Any, BaseException | None]:
+def decode_outcome(
+    status: int, value: Any, where: Callable[[str], str], name: str
+) -> tuple[Any, BaseException | None]:
+    """``(result, error)`` of one outcome; ``where(name)`` names the method in errors."""
     if status == child.OK:
         return value, None
     if status == child.ERROR:
-        return None, decode_error(value)
+        return None, decode_error(value, where(name))
     if status == child.FUTURE:
-        inner, error = decode_outcome(*value)
+        inner, error = decode_outcome(*value, where, name)
         return SyncFuture(inner, error), None
     return None, None  # CANCELLED: handled by the caller
 
@@ -121,8 +131,30 @@ def first_failure(futures: list) -> BaseException | None:
     return None
 
 
-def unloadable_result(exc: Exception) -> RuntimeError:
-    return RuntimeError(f"the result sent by the worker process cannot be unpickled here: {exc}")
+def unloadable_result(where: str, data: bytes, exc: Exception) -> RuntimeError:
+    """The error for a result that reached us but cannot be unpickled here (that call only)."""
+    return RuntimeError(
+        f"{where} returned a value of type {pickled_type(data)} that cannot be unpickled in the "
+        f"calling process: {type(exc).__name__}: {exc}"
+    )
+
+
+def pickled_type(data: bytes) -> str:
+    """The first class or function a pickle refers to (what it builds first), for messages."""
+    import pickletools
+
+    strings: list[str] = []
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if op.name in ("GLOBAL", "INST"):
+                return str(arg).replace(" ", ".")
+            if op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                return f"{strings[-2]}.{strings[-1]}"
+            if isinstance(arg, str):
+                strings.append(arg)
+    except Exception:
+        pass
+    return "unknown"
 
 
 def type_name(value: Any) -> str:
