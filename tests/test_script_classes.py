@@ -25,7 +25,7 @@ SCRIPT_TIMEOUT = 90
 # script name -> lines its stdout must contain (regular expressions, each a whole line)
 EXPECTED: dict[str, list[str]] = {
     "morphic_validate.py": [r"result=15", r"elsewhere=True"],
-    "pydantic_validate_call.py": [r"result=15", r"strict refused: 1 error"],
+    "pydantic_validate_call.py": [r"result=15", r"strict refused: 1 error", r"task=42"],
     "functools_decorators.py": [
         r"double=\('traced', 'double', 8\)",
         r"everything=\(16, 8, 42, 'str', 'other', 'an int', 'something'\)",

@@ -8,7 +8,7 @@ PARENT = os.getpid()
 
 from pydantic import ValidationError, validate_call
 
-from concurry import worker
+from concurry import TaskWorker, worker
 
 
 @worker
@@ -29,3 +29,14 @@ try:
 except ValidationError as exc:
     print(f"strict refused: {exc.error_count()} error")
 w.stop()
+
+
+@validate_call
+def multiply(x: int, y: int) -> int:
+    return x * y
+
+
+# A validated script function given to a TaskWorker travels the same way as a class.
+tasks = TaskWorker.options(**OPTIONS).init()
+print(f"task={tasks.submit(multiply, '6', '7').result()!r}")
+tasks.stop()

@@ -319,9 +319,9 @@ class ProcessBackend(Backend):
         except Exception:
             pass
         try:
-            import cloudpickle
+            from ..class_transport import dumps
 
-            return cloudpickle.dumps(call, protocol=5)
+            return dumps(call)
         except Exception as exc:
             culprit = wire.unpicklable_part((*args, *kwargs.values()))
             set_outcome(
