@@ -30,10 +30,11 @@ from typing import Any
 
 from .backends import Backend, backend_class
 from .balancing import Balancer, make_balancer
+from .constants import ExecutionMode, LoadBalancingAlgorithm
 from .errors import WorkerCrashedError, WorkerStoppedError
 from .futures import BaseFuture, ConcurrentFuture, force_cancel, remaining, set_outcome
 from .options import WorkerOptions
-from .pool_members import pool_name, start_backends, stop_backends
+from .pool_members import OwnThreads, pool_name, runs_on, start_backends, stop_backends
 from .proxy import WorkerHandle, handle_class
 
 _REPLACE_ATTEMPTS = 3
@@ -132,10 +133,8 @@ class _Dispatcher:
             else:
                 self._ready.append(slot)
             if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name=f"concurry-pool-dispatch-{self._core.name}", daemon=True
-                )
-                self._thread.start()
+                name = f"concurry-pool-dispatch-{self._core.name}"
+                self._thread = self._core.own.start(self._run, (), name)
             else:
                 self._cond.notify()
 
@@ -194,13 +193,22 @@ class PoolCore:
         self._replacers: list[threading.Thread] = []
         self._backends_stopping = False
         self._finished = threading.Event()
+        self.own = OwnThreads()
+        # ``active`` keeps no call waiting behind a running one while a worker is idle: an idle
+        # worker takes over calls that other workers hold and have not started (``worker_idle``).
+        self.active = options.load_balancing is LoadBalancingAlgorithm.ACTIVE
+        # Backends report idleness (used by ``active``) and deaths (thread workers never die).
+        self.listens = self.active or options.mode is not ExecutionMode.THREAD
 
     # ---- start ----
 
     def new_backend(self, index: int, generation: int = 0) -> Backend:
         suffix = f"r{generation}" if generation else ""
         name = f"{self.name}.{index}{suffix}"
-        return backend_class(self.options.mode)(self.cls, self.args, self.kwargs, self.options, name)
+        backend = backend_class(self.options.mode)(self.cls, self.args, self.kwargs, self.options, name)
+        if self.listens:
+            backend.listener = self
+        return backend
 
     def start(self) -> None:
         """Start every worker in parallel; on an ``__init__`` error stop the others and raise it."""
@@ -361,12 +369,8 @@ class PoolCore:
                     return
                 slot.live = False
             if not self.closed:
-                thread = threading.Thread(
-                    target=self._replace, args=(slot, backend), daemon=True,
-                    name=f"concurry-pool-replace-{self.name}",
-                )
+                thread = self.own.start(self._replace, (slot, backend), f"concurry-pool-replace-{self.name}")
                 self._replacers.append(thread)
-                thread.start()
                 return
         # Stopping: no replacement; the calls that waited for this worker fail like its own.
         message = f"worker {backend.name} of pool {self.name} died while the pool was stopping"
@@ -409,29 +413,129 @@ class PoolCore:
         for future, *_ in slot.take_queue():
             set_outcome(future, None, WorkerCrashedError(message))
 
+    # ---- what backends tell us (from their own threads) ----
+
+    def worker_died(self, backend: Backend) -> None:
+        """A worker died on its own: replace it now, not when a call is next routed to it."""
+        for slot in self.slots:
+            if slot.backend is backend:
+                self.worker_failed(slot, backend)
+                return
+
+    def worker_idle(self, backend: Backend) -> None:
+        """``active`` pools: ``backend`` has finished its last call. Calls that other workers
+        hold and have not started (queued behind a running call) are taken back and spread
+        again, idle workers first, so none waits behind a running call while a worker idles.
+
+        Calls are still handed to a worker when submitted (the fast path stays one ``put``);
+        this runs once per idle transition, and costs one scan when nothing is to be moved.
+        """
+        if not self.active or self.closed:
+            return
+        taken: list[tuple] = []
+        victims: set[int] = set()
+        for slot in self.slots:
+            other = slot.backend
+            # one call running and at least one behind it (a lone queued call starts at once)
+            if other is backend or not slot.live or other.unfinished < 2:
+                continue
+            items = other.withdraw()
+            if items:
+                victims.add(slot.index)
+                with slot.lock:
+                    slot.total -= len(items)
+                taken += items
+        if not taken:
+            return
+        # Even spread over all workers (least loaded first, ties away from the workers the
+        # calls came from): queues end up equal, so no worker runs dry long before the others
+        # and the calls do not bounce from worker to worker.
+        slots = [slot for slot in self.slots if slot.live] or self.slots
+        loads = [(slot.pending, slot.index in victims, slot.index) for slot in slots]
+        heapq.heapify(loads)
+        by_index = {slot.index: slot for slot in slots}
+        for item in taken:
+            load, victim, index = heapq.heappop(loads)
+            heapq.heappush(loads, (load + 1, victim, index))
+            self._give(by_index[index], item)
+
+    def _give(self, slot: _Slot, item: tuple) -> None:
+        """Hand a taken-back call (its future untouched) to ``slot``: to its backend if it has
+        room, else to its waiting queue; cancelled if the pool's workers are being released."""
+        future, name, args, kwargs = item
+        error: BaseException | None = None
+        first = cancel = False
+        with slot.lock:
+            slot.total += 1
+            if slot.live and not slot.queue and not self._backends_stopping and (
+                slot.backend.unfinished < self.cap
+            ):
+                try:
+                    slot.backend.submit(name, args, kwargs, future)
+                except (WorkerCrashedError, WorkerStoppedError):
+                    pass
+                except Exception as exc:
+                    error = exc
+                else:
+                    slot.recent.append(weakref.ref(future))
+                    return
+            if error is None:
+                if self._backends_stopping:
+                    cancel = True
+                else:
+                    slot.queue.append(item)
+                    first = len(slot.queue) == 1 and slot.live
+        if error is not None:
+            set_outcome(future, None, error)
+        elif cancel:
+            force_cancel(future)
+        elif first:
+            self.arm(slot)
+
     # ---- stop ----
 
+    def on_own_thread(self) -> bool:
+        """Is the current thread one this pool runs user code on or waits for while stopping?"""
+        current = threading.current_thread()
+        return current in self.own or any(runs_on(slot.backend, current) for slot in self.slots)
+
     def stop(self, timeout: float | None, cancel_futures: bool, wait: bool) -> None:
+        """Stop the pool. Called from one of the pool's own threads (a method of the pool, a
+        done callback), it never waits for that thread: the stop finishes in the background."""
         with self._lock:
             first = not self.closed
             self.closed = True
+        here = self.on_own_thread()
         if not first:
-            if wait:
+            if wait and not here:
                 self._finished.wait(timeout)
             return
+        if cancel_futures:  # as concurrent.futures: cancelled before stop() returns
+            self._cancel_unstarted()
         if sys.is_finalizing():  # no thread can start or run now: cancel and release at once
             self._shutdown(0.0, True)
             return
-        if wait:
-            self._shutdown(timeout, cancel_futures)
+        if wait and not here:
+            with self.own.adopt():  # callbacks fired by the stop run here and may call stop()
+                self._shutdown(timeout, cancel_futures)
             return
         try:
-            threading.Thread(
-                target=self._shutdown, args=(timeout, cancel_futures), daemon=True,
-                name=f"concurry-pool-stop-{self.name}",
-            ).start()
+            self.own.start(self._shutdown, (timeout, cancel_futures), f"concurry-pool-stop-{self.name}")
         except RuntimeError:  # interpreter shutting down: cancel what waits, release the workers now
             self._shutdown(0.0, True)
+
+    def _cancel_unstarted(self) -> None:
+        """Cancel every call not started: waiting in our queues or taken back from a backend."""
+        for slot in self.slots:
+            for future, *_ in slot.take_queue():
+                future.cancel()
+            try:
+                withdrawn = slot.backend.withdraw()
+            except Exception:
+                withdrawn = []
+            for future, *_ in withdrawn:
+                if not future.cancel():
+                    force_cancel(future)
 
     def _shutdown(self, timeout: float | None, cancel_futures: bool) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -451,7 +555,7 @@ class PoolCore:
         with self._lock:
             self._backends_stopping = True
             backends = [slot.backend for slot in self.slots]
-        stop_backends(backends, remaining(deadline), cancel_futures)
+        stop_backends(backends, remaining(deadline), cancel_futures, self.own)
         for slot in self.slots:
             for future, *_ in slot.take_queue():
                 force_cancel(future)
