@@ -169,19 +169,20 @@ class OnDemandCore:
             if wait and not here:
                 self._finished.wait(timeout)
             return
-        if cancel_futures:  # as concurrent.futures: cancelled before stop() returns
-            self._cancel_unstarted()
-        if sys.is_finalizing():  # runners cannot run any more: cancel and release at once
-            self._shutdown_at_exit()
-            return
-        if wait and not here:
-            with self.own.adopt():
+        # Until the stop is under way, callbacks it fires run here and may call stop() again.
+        with self.own.adopt():
+            if cancel_futures:  # as concurrent.futures: cancelled before stop() returns
+                self._cancel_unstarted()
+            if sys.is_finalizing():  # runners cannot run any more: cancel and release at once
+                self._shutdown_at_exit()
+                return
+            if wait and not here:
                 self._shutdown(timeout, cancel_futures)
-            return
-        try:
-            self.own.start(self._shutdown, (timeout, cancel_futures), f"concurry-pool-stop-{self.name}")
-        except RuntimeError:  # interpreter shutting down
-            self._shutdown_at_exit()
+                return
+            try:
+                self.own.start(self._shutdown, (timeout, cancel_futures), f"concurry-pool-stop-{self.name}")
+            except RuntimeError:  # interpreter shutting down
+                self._shutdown_at_exit()
 
     def _cancel_unstarted(self) -> None:
         """Cancel the calls waiting for a runner, and those whose worker is still starting

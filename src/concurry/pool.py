@@ -510,22 +510,24 @@ class PoolCore:
             if wait and not here:
                 self._finished.wait(timeout)
             return
-        if cancel_futures:  # as concurrent.futures: cancelled before stop() returns
-            self._cancel_unstarted()
-        if sys.is_finalizing():  # no thread can start or run now: cancel and release at once
-            self._shutdown(0.0, True)
-            return
-        if wait and not here:
-            with self.own.adopt():  # callbacks fired by the stop run here and may call stop()
+        # Until the stop is under way, callbacks it fires run here and may call stop() again.
+        with self.own.adopt():
+            if cancel_futures:  # as concurrent.futures: cancelled before stop() returns
+                self._cancel_unstarted()
+            if sys.is_finalizing():  # no thread can start or run now: cancel and release at once
+                self._shutdown(0.0, True)
+                return
+            if wait and not here:
                 self._shutdown(timeout, cancel_futures)
-            return
-        try:
-            self.own.start(self._shutdown, (timeout, cancel_futures), f"concurry-pool-stop-{self.name}")
-        except RuntimeError:  # interpreter shutting down: cancel what waits, release the workers now
-            self._shutdown(0.0, True)
+                return
+            try:
+                self.own.start(self._shutdown, (timeout, cancel_futures), f"concurry-pool-stop-{self.name}")
+            except RuntimeError:  # interpreter shutting down: cancel what waits, release the workers now
+                self._shutdown(0.0, True)
 
     def _cancel_unstarted(self) -> None:
-        """Cancel every call not started: waiting in our queues or taken back from a backend."""
+        """Cancel every call not started: waiting in our queues, taken back from a backend, or
+        handed over recently (``cancel()`` refuses those that are running or finished)."""
         for slot in self.slots:
             for future, *_ in slot.take_queue():
                 future.cancel()
@@ -536,6 +538,11 @@ class PoolCore:
             for future, *_ in withdrawn:
                 if not future.cancel():
                     force_cancel(future)
+            with slot.lock:
+                handed = [ref() for ref in slot.recent]
+            for future in handed:  # held by a backend that keeps them pending until they start
+                if future is not None:
+                    future.cancel()
 
     def _shutdown(self, timeout: float | None, cancel_futures: bool) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
