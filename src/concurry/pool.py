@@ -74,12 +74,12 @@ class _Slot:
 
     @property
     def in_backend(self) -> int:
-        return getattr(self.backend, "unfinished", 0)
+        return self.backend.unfinished
 
     @property
     def pending(self) -> int:
         """Assigned and not finished: in the backend or waiting in the library's queue."""
-        return self.in_backend + len(self.queue)
+        return self.backend.unfinished + len(self.queue)
 
     def watch_target(self, low: int) -> cf.Future | None:
         """An unfinished handed-over future after whose end at most ``low`` calls remain in the
@@ -109,6 +109,9 @@ class _Slot:
 
 
 _RETRY_DELAY = 0.002  # a backend still counts a call that just ended: look again this much later
+# ``active``: an idle worker takes over calls queued behind running ones this much later, if it
+# is still idle then; in a burst it has new calls by then, and nothing moves for nothing.
+_STEAL_DELAY = 0.001
 
 
 class _Dispatcher:
@@ -124,7 +127,7 @@ class _Dispatcher:
         self._thread: threading.Thread | None = None
         self._closed = False
 
-    def wake(self, slot: _Slot, delay: float = 0.0) -> None:
+    def wake(self, slot: _Slot | Callable[[], None], delay: float = 0.0) -> None:
         with self._cond:
             if self._closed:
                 return
@@ -162,7 +165,10 @@ class _Dispatcher:
             if slot is None:
                 return
             try:
-                hand_off(slot)
+                if type(slot) is _Slot:
+                    hand_off(slot)
+                else:  # a task for the dispatcher (the ``active`` pools' re-balancing)
+                    slot()
             except Exception:  # never let the dispatcher die; the stop sweep resolves leftovers
                 pass
 
@@ -193,6 +199,7 @@ class PoolCore:
         self._replacers: list[threading.Thread] = []
         self._backends_stopping = False
         self._finished = threading.Event()
+        self._rebalancing = False
         self.own = OwnThreads()
         # ``active`` keeps no call waiting behind a running one while a worker is idle: an idle
         # worker takes over calls that other workers hold and have not started (``worker_idle``).
@@ -423,41 +430,56 @@ class PoolCore:
                 return
 
     def worker_idle(self, backend: Backend) -> None:
-        """``active`` pools: ``backend`` has finished its last call. Calls that other workers
-        hold and have not started (queued behind a running call) are taken back and spread
-        again, idle workers first, so none waits behind a running call while a worker idles.
+        """``active`` pools: ``backend`` has finished its last call. If other workers hold calls
+        that have not started (queued behind a running call), the dispatcher re-balances
+        shortly (``_rebalance``): those calls move to the workers still idle then.
 
         Calls are still handed to a worker when submitted (the fast path stays one ``put``);
         this runs once per idle transition, and costs one scan when nothing is to be moved.
         """
-        if not self.active or self.closed:
+        if not self.active or self.closed or self._rebalancing:
             return
-        taken: list[tuple] = []
-        victims: set[int] = set()
         for slot in self.slots:
             other = slot.backend
             # one call running and at least one behind it (a lone queued call starts at once)
-            if other is backend or not slot.live or other.unfinished < 2:
-                continue
-            items = other.withdraw()
-            if items:
-                victims.add(slot.index)
-                with slot.lock:
-                    slot.total -= len(items)
-                taken += items
-        if not taken:
+            if other is not backend and slot.live and other.unfinished >= 2:
+                self._rebalancing = True  # one re-balance at a time, for all idle workers
+                self.dispatcher.wake(self._rebalance, _STEAL_DELAY)
+                return
+
+    def _rebalance(self) -> None:
+        """Move calls not started from busy workers to the workers idle now (dispatcher thread).
+
+        Each idle worker gets a fair share (the calls queued anywhere over the number of
+        workers), the oldest first, taken from the most loaded workers; what a busy worker
+        gave back beyond that returns to it. Only what is needed moves, so calls do not bounce
+        between workers in a burst, and queues end about equal.
+        """
+        self._rebalancing = False
+        live = [slot for slot in self.slots if slot.live]
+        idle = [slot for slot in live if slot.pending == 0]
+        if self.closed or not idle:
             return
-        # Even spread over all workers (least loaded first, ties away from the workers the
-        # calls came from): queues end up equal, so no worker runs dry long before the others
-        # and the calls do not bounce from worker to worker.
-        slots = [slot for slot in self.slots if slot.live] or self.slots
-        loads = [(slot.pending, slot.index in victims, slot.index) for slot in slots]
-        heapq.heapify(loads)
-        by_index = {slot.index: slot for slot in slots}
-        for item in taken:
-            load, victim, index = heapq.heappop(loads)
-            heapq.heappush(loads, (load + 1, victim, index))
-            self._give(by_index[index], item)
+        busy = sorted(
+            ((slot.backend.unfinished, slot) for slot in live if slot.backend.unfinished >= 2),
+            key=lambda pair: -pair[0],
+        )
+        queued = sum(unfinished - 1 for unfinished, _ in busy)
+        share = max(1, queued // len(live))
+        need = share * len(idle)
+        taken: list[tuple] = []
+        for _, slot in busy:
+            if len(taken) >= need:
+                break
+            items = slot.backend.withdraw()
+            keep = need - len(taken)
+            taken += items[:keep]
+            with slot.lock:
+                slot.total -= len(items)
+            for item in items[keep:]:
+                self._give(slot, item)
+        for i, item in enumerate(taken):  # round the idle workers, the oldest calls first
+            self._give(idle[i % len(idle)], item)
 
     def _give(self, slot: _Slot, item: tuple) -> None:
         """Hand a taken-back call (its future untouched) to ``slot``: to its backend if it has
