@@ -11,8 +11,14 @@ There is no done callback per call: each backend counts its own unfinished calls
 read. When calls wait, the dispatcher is woken by a done callback on one handed-over future,
 chosen so that the backend is down to half its cap when it fires.
 
-A process worker that dies is replaced in the background; only the calls it held fail (with
-``WorkerCrashedError``), the calls waiting for it go to its successor.
+A process worker that dies is replaced in the background as soon as its backend reports the
+death (``worker_died``); only the calls it held fail (with ``WorkerCrashedError``), the calls
+waiting for it go to its successor. ``active`` pools also hear when a worker goes idle
+(``worker_idle``) and move calls queued behind running ones to the idle workers
+(``backend.withdraw()``), so the fast path stays a direct hand-over.
+
+``stop()`` never waits for a thread it is running on (the pool's own: worker, reader,
+dispatcher, replacer and stopper threads): from there it finishes in the background.
 """
 
 from __future__ import annotations
