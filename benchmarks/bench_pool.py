@@ -121,6 +121,27 @@ def dispatch_overhead(mode: str, calls: int, max_queued_tasks: object = None) ->
     )
 
 
+def active_against_round_robin(mode: str, workers: int, calls: int) -> Row:
+    """``active`` (least unfinished, calls moved off busy workers to idle ones) against
+    ``round_robin`` on the same burst of no-op calls, same run."""
+    pools = {
+        algorithm: Noop.options(mode=mode, max_workers=workers, load_balancing=algorithm).init()
+        for algorithm in ("active", "round_robin")
+    }
+    try:
+        for pool in pools.values():
+            _calls_then_wait(pool, calls // 10)
+        ours = best_of(lambda: _calls_then_wait(pools["active"], calls), 5)
+        base = best_of(lambda: _calls_then_wait(pools["round_robin"], calls), 5)
+    finally:
+        for pool in pools.values():
+            pool.stop()
+    return Row(
+        f"{mode} pool of {workers}, active, {calls // 1000}k no-op calls then wait all", ours,
+        "same pool, round_robin", base, budget="<= 1.3x", ok=ours / base <= 1.3,
+    )
+
+
 def process_pool_start() -> Row:
     def start(max_workers: int) -> float:
         begin = time.perf_counter()
@@ -138,7 +159,11 @@ def process_pool_start() -> Row:
 
 
 def run() -> list[Row]:
-    rows = [thread_pool_throughput(), dispatch_overhead("thread", 20_000)]
+    rows = [
+        thread_pool_throughput(),
+        dispatch_overhead("thread", 20_000),
+        active_against_round_robin("thread", 8, 20_000),
+    ]
     try:
         from concurry.backends.process import ProcessBackend  # noqa: F401
     except ImportError:
@@ -147,6 +172,7 @@ def run() -> list[Row]:
     rows += [
         dispatch_overhead("process", 2_000),
         dispatch_overhead("process", 2_000, _DEFAULT),
+        active_against_round_robin("process", 2, 2_000),
         process_pool_start(),
         cpu_speedup(),
     ]

@@ -76,6 +76,25 @@ class LeastActive(_Least):
     algorithm = LoadBalancingAlgorithm.ACTIVE
     field = "pending"
 
+    def pick(self) -> int:
+        # ``_Least.pick`` with the counter read inline: this runs on every call of the pool.
+        workers, size = self.workers, self.size
+        best = self._turn() % size
+        lowest = workers[best].pending
+        if lowest == 0:
+            return best
+        index = best
+        for _ in range(size - 1):
+            index += 1
+            if index == size:
+                index = 0
+            value = workers[index].pending
+            if value < lowest:
+                best, lowest = index, value
+                if value == 0:
+                    break
+        return best
+
 
 class LeastTotal(_Least):
     """The worker that has been assigned the fewest calls so far."""

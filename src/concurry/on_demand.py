@@ -25,7 +25,7 @@ from .errors import WorkerStoppedError
 from .futures import BaseFuture, ConcurrentFuture, force_cancel, remaining, set_outcome
 from .options import WorkerOptions
 from .pool import PoolHandle
-from .pool_members import pool_name
+from .pool_members import OwnThreads, pool_name, runs_on
 
 # After a stop's deadline, runners get this long to release the workers they still hold.
 _RELEASE_GRACE = 5.0
@@ -59,6 +59,7 @@ class OnDemandCore:
         self._created = itertools.count(1)
         self._workers_created = 0
         self._finished = threading.Event()
+        self.own = OwnThreads()  # runners and stoppers
 
     def stopped_error(self) -> WorkerStoppedError:
         return WorkerStoppedError(f"pool {self.name} is stopped; create a new one with .init()")
@@ -85,9 +86,7 @@ class OnDemandCore:
                 self._waiting.append(item)
         if spawn:
             try:
-                threading.Thread(
-                    target=self._run, args=(item,), daemon=True, name=f"concurry-ondemand-{self.name}"
-                ).start()
+                self.own.start(self._run, (item,), f"concurry-ondemand-{self.name}")
             except BaseException as exc:
                 self._runner_exited()
                 set_outcome(future, None, exc)
@@ -150,27 +149,52 @@ class OnDemandCore:
 
     # ---- stop ----
 
+    def on_own_thread(self) -> bool:
+        """Is the current thread a runner, a stopper, or a thread of a worker we hold now?"""
+        current = threading.current_thread()
+        if current in self.own:
+            return True
+        with self._cond:
+            backends = list(self._backends)
+        return any(runs_on(backend, current) for backend in backends)
+
     def stop(self, timeout: float | None, cancel_futures: bool, wait: bool) -> None:
+        """Stop the pool. Called from a thread the pool runs user code on (a method, a done
+        callback), it never waits for that thread: the stop finishes in the background."""
         with self._cond:
             first = not self.closed
             self.closed = True
+        here = self.on_own_thread()
         if not first:
-            if wait:
+            if wait and not here:
                 self._finished.wait(timeout)
             return
-        if sys.is_finalizing():  # runners cannot run any more: cancel and release at once
-            self._shutdown_at_exit()
-            return
-        if wait:
-            self._shutdown(timeout, cancel_futures)
-            return
-        try:
-            threading.Thread(
-                target=self._shutdown, args=(timeout, cancel_futures), daemon=True,
-                name=f"concurry-pool-stop-{self.name}",
-            ).start()
-        except RuntimeError:  # interpreter shutting down
-            self._shutdown_at_exit()
+        # Until the stop is under way, callbacks it fires run here and may call stop() again.
+        with self.own.adopt():
+            if cancel_futures:  # as concurrent.futures: cancelled before stop() returns
+                self._cancel_unstarted()
+            if sys.is_finalizing():  # runners cannot run any more: cancel and release at once
+                self._shutdown_at_exit()
+                return
+            if wait and not here:
+                self._shutdown(timeout, cancel_futures)
+                return
+            try:
+                self.own.start(self._shutdown, (timeout, cancel_futures), f"concurry-pool-stop-{self.name}")
+            except RuntimeError:  # interpreter shutting down
+                self._shutdown_at_exit()
+
+    def _cancel_unstarted(self) -> None:
+        """Cancel the calls waiting for a runner, and those whose worker is still starting
+        (``cancel()`` refuses the running ones)."""
+        with self._cond:
+            items = [item[0] for item in self._waiting]
+            self._waiting.clear()
+            taken = list(self._running)
+        for future in items:
+            future.cancel()
+        for future in taken:
+            future.cancel()
 
     def _shutdown_at_exit(self) -> None:
         with self._cond:
@@ -189,11 +213,7 @@ class OnDemandCore:
     def _shutdown(self, timeout: float | None, cancel_futures: bool) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
         if cancel_futures:
-            with self._cond:
-                items = list(self._waiting)
-                self._waiting.clear()
-            for future, *_ in items:
-                future.cancel()
+            self._cancel_unstarted()
         with self._cond:
             self._cond.wait_for(lambda: self._runners == 0, remaining(deadline))
             leftovers = [item[0] for item in self._waiting] + list(self._running)

@@ -11,8 +11,14 @@ There is no done callback per call: each backend counts its own unfinished calls
 read. When calls wait, the dispatcher is woken by a done callback on one handed-over future,
 chosen so that the backend is down to half its cap when it fires.
 
-A process worker that dies is replaced in the background; only the calls it held fail (with
-``WorkerCrashedError``), the calls waiting for it go to its successor.
+A process worker that dies is replaced in the background as soon as its backend reports the
+death (``worker_died``); only the calls it held fail (with ``WorkerCrashedError``), the calls
+waiting for it go to its successor. ``active`` pools also hear when a worker goes idle
+(``worker_idle``) and move calls queued behind running ones to the idle workers
+(``backend.withdraw()``), so the fast path stays a direct hand-over.
+
+``stop()`` never waits for a thread it is running on (the pool's own: worker, reader,
+dispatcher, replacer and stopper threads): from there it finishes in the background.
 """
 
 from __future__ import annotations
@@ -30,10 +36,11 @@ from typing import Any
 
 from .backends import Backend, backend_class
 from .balancing import Balancer, make_balancer
+from .constants import ExecutionMode, LoadBalancingAlgorithm
 from .errors import WorkerCrashedError, WorkerStoppedError
 from .futures import BaseFuture, ConcurrentFuture, force_cancel, remaining, set_outcome
 from .options import WorkerOptions
-from .pool_members import pool_name, start_backends, stop_backends
+from .pool_members import OwnThreads, pool_name, runs_on, start_backends, stop_backends
 from .proxy import WorkerHandle, handle_class
 
 _REPLACE_ATTEMPTS = 3
@@ -73,12 +80,12 @@ class _Slot:
 
     @property
     def in_backend(self) -> int:
-        return getattr(self.backend, "unfinished", 0)
+        return self.backend.unfinished
 
     @property
     def pending(self) -> int:
         """Assigned and not finished: in the backend or waiting in the library's queue."""
-        return self.in_backend + len(self.queue)
+        return self.backend.unfinished + len(self.queue)
 
     def watch_target(self, low: int) -> cf.Future | None:
         """An unfinished handed-over future after whose end at most ``low`` calls remain in the
@@ -108,6 +115,9 @@ class _Slot:
 
 
 _RETRY_DELAY = 0.002  # a backend still counts a call that just ended: look again this much later
+# ``active``: an idle worker takes over calls queued behind running ones this much later, if it
+# is still idle then; in a burst it has new calls by then, and nothing moves for nothing.
+_STEAL_DELAY = 0.001
 
 
 class _Dispatcher:
@@ -123,7 +133,7 @@ class _Dispatcher:
         self._thread: threading.Thread | None = None
         self._closed = False
 
-    def wake(self, slot: _Slot, delay: float = 0.0) -> None:
+    def wake(self, slot: _Slot | Callable[[], None], delay: float = 0.0) -> None:
         with self._cond:
             if self._closed:
                 return
@@ -132,10 +142,8 @@ class _Dispatcher:
             else:
                 self._ready.append(slot)
             if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name=f"concurry-pool-dispatch-{self._core.name}", daemon=True
-                )
-                self._thread.start()
+                name = f"concurry-pool-dispatch-{self._core.name}"
+                self._thread = self._core.own.start(self._run, (), name)
             else:
                 self._cond.notify()
 
@@ -163,7 +171,10 @@ class _Dispatcher:
             if slot is None:
                 return
             try:
-                hand_off(slot)
+                if type(slot) is _Slot:
+                    hand_off(slot)
+                else:  # a task for the dispatcher (the ``active`` pools' re-balancing)
+                    slot()
             except Exception:  # never let the dispatcher die; the stop sweep resolves leftovers
                 pass
 
@@ -194,13 +205,23 @@ class PoolCore:
         self._replacers: list[threading.Thread] = []
         self._backends_stopping = False
         self._finished = threading.Event()
+        self._rebalancing = False
+        self.own = OwnThreads()
+        # ``active`` keeps no call waiting behind a running one while a worker is idle: an idle
+        # worker takes over calls that other workers hold and have not started (``worker_idle``).
+        self.active = options.load_balancing is LoadBalancingAlgorithm.ACTIVE
+        # Backends report idleness (used by ``active``) and deaths (thread workers never die).
+        self.listens = self.active or options.mode is not ExecutionMode.THREAD
 
     # ---- start ----
 
     def new_backend(self, index: int, generation: int = 0) -> Backend:
         suffix = f"r{generation}" if generation else ""
         name = f"{self.name}.{index}{suffix}"
-        return backend_class(self.options.mode)(self.cls, self.args, self.kwargs, self.options, name)
+        backend = backend_class(self.options.mode)(self.cls, self.args, self.kwargs, self.options, name)
+        if self.listens:
+            backend.listener = self
+        return backend
 
     def start(self) -> None:
         """Start every worker in parallel; on an ``__init__`` error stop the others and raise it."""
@@ -361,12 +382,8 @@ class PoolCore:
                     return
                 slot.live = False
             if not self.closed:
-                thread = threading.Thread(
-                    target=self._replace, args=(slot, backend), daemon=True,
-                    name=f"concurry-pool-replace-{self.name}",
-                )
+                thread = self.own.start(self._replace, (slot, backend), f"concurry-pool-replace-{self.name}")
                 self._replacers.append(thread)
-                thread.start()
                 return
         # Stopping: no replacement; the calls that waited for this worker fail like its own.
         message = f"worker {backend.name} of pool {self.name} died while the pool was stopping"
@@ -409,29 +426,151 @@ class PoolCore:
         for future, *_ in slot.take_queue():
             set_outcome(future, None, WorkerCrashedError(message))
 
+    # ---- what backends tell us (from their own threads) ----
+
+    def worker_died(self, backend: Backend) -> None:
+        """A worker died on its own: replace it now, not when a call is next routed to it."""
+        for slot in self.slots:
+            if slot.backend is backend:
+                self.worker_failed(slot, backend)
+                return
+
+    def worker_idle(self, backend: Backend) -> None:
+        """``active`` pools: ``backend`` has finished its last call. If other workers hold calls
+        that have not started (queued behind a running call), the dispatcher re-balances
+        shortly (``_rebalance``): those calls move to the workers still idle then.
+
+        Calls are still handed to a worker when submitted (the fast path stays one ``put``);
+        this runs once per idle transition, and costs one scan when nothing is to be moved.
+        """
+        if not self.active or self.closed or self._rebalancing:
+            return
+        for slot in self.slots:
+            other = slot.backend
+            # one call running and at least one behind it (a lone queued call starts at once)
+            if other is not backend and slot.live and other.unfinished >= 2:
+                self._rebalancing = True  # one re-balance at a time, for all idle workers
+                self.dispatcher.wake(self._rebalance, _STEAL_DELAY)
+                return
+
+    def _rebalance(self) -> None:
+        """Move calls not started from busy workers to the workers idle now (dispatcher thread).
+
+        Each idle worker gets a fair share (the calls queued anywhere over the number of
+        workers), the oldest first, taken from the most loaded workers; what a busy worker
+        gave back beyond that returns to it. Only what is needed moves, so calls do not bounce
+        between workers in a burst, and queues end about equal.
+        """
+        self._rebalancing = False
+        live = [slot for slot in self.slots if slot.live]
+        idle = [slot for slot in live if slot.pending == 0]
+        if self.closed or not idle:
+            return
+        busy = sorted(
+            ((slot.backend.unfinished, slot) for slot in live if slot.backend.unfinished >= 2),
+            key=lambda pair: -pair[0],
+        )
+        queued = sum(unfinished - 1 for unfinished, _ in busy)
+        share = max(1, queued // len(live))
+        need = share * len(idle)
+        taken: list[tuple] = []
+        for _, slot in busy:
+            if len(taken) >= need:
+                break
+            items = slot.backend.withdraw()
+            keep = need - len(taken)
+            taken += items[:keep]
+            with slot.lock:
+                slot.total -= len(items)
+            for item in items[keep:]:
+                self._give(slot, item)
+        for i, item in enumerate(taken):  # round the idle workers, the oldest calls first
+            self._give(idle[i % len(idle)], item)
+
+    def _give(self, slot: _Slot, item: tuple) -> None:
+        """Hand a taken-back call (its future untouched) to ``slot``: to its backend if it has
+        room, else to its waiting queue; cancelled if the pool's workers are being released."""
+        future, name, args, kwargs = item
+        error: BaseException | None = None
+        first = cancel = False
+        with slot.lock:
+            slot.total += 1
+            if slot.live and not slot.queue and not self._backends_stopping and (
+                slot.backend.unfinished < self.cap
+            ):
+                try:
+                    slot.backend.submit(name, args, kwargs, future)
+                except (WorkerCrashedError, WorkerStoppedError):
+                    pass
+                except Exception as exc:
+                    error = exc
+                else:
+                    slot.recent.append(weakref.ref(future))
+                    return
+            if error is None:
+                if self._backends_stopping:
+                    cancel = True
+                else:
+                    slot.queue.append(item)
+                    first = len(slot.queue) == 1 and slot.live
+        if error is not None:
+            set_outcome(future, None, error)
+        elif cancel:
+            force_cancel(future)
+        elif first:
+            self.arm(slot)
+
     # ---- stop ----
 
+    def on_own_thread(self) -> bool:
+        """Is the current thread one this pool runs user code on or waits for while stopping?"""
+        current = threading.current_thread()
+        return current in self.own or any(runs_on(slot.backend, current) for slot in self.slots)
+
     def stop(self, timeout: float | None, cancel_futures: bool, wait: bool) -> None:
+        """Stop the pool. Called from one of the pool's own threads (a method of the pool, a
+        done callback), it never waits for that thread: the stop finishes in the background."""
         with self._lock:
             first = not self.closed
             self.closed = True
+        here = self.on_own_thread()
         if not first:
-            if wait:
+            if wait and not here:
                 self._finished.wait(timeout)
             return
-        if sys.is_finalizing():  # no thread can start or run now: cancel and release at once
-            self._shutdown(0.0, True)
-            return
-        if wait:
-            self._shutdown(timeout, cancel_futures)
-            return
-        try:
-            threading.Thread(
-                target=self._shutdown, args=(timeout, cancel_futures), daemon=True,
-                name=f"concurry-pool-stop-{self.name}",
-            ).start()
-        except RuntimeError:  # interpreter shutting down: cancel what waits, release the workers now
-            self._shutdown(0.0, True)
+        # Until the stop is under way, callbacks it fires run here and may call stop() again.
+        with self.own.adopt():
+            if cancel_futures:  # as concurrent.futures: cancelled before stop() returns
+                self._cancel_unstarted()
+            if sys.is_finalizing():  # no thread can start or run now: cancel and release at once
+                self._shutdown(0.0, True)
+                return
+            if wait and not here:
+                self._shutdown(timeout, cancel_futures)
+                return
+            try:
+                self.own.start(self._shutdown, (timeout, cancel_futures), f"concurry-pool-stop-{self.name}")
+            except RuntimeError:  # interpreter shutting down: cancel what waits, release the workers now
+                self._shutdown(0.0, True)
+
+    def _cancel_unstarted(self) -> None:
+        """Cancel every call not started: waiting in our queues, taken back from a backend, or
+        handed over recently (``cancel()`` refuses those that are running or finished)."""
+        for slot in self.slots:
+            for future, *_ in slot.take_queue():
+                future.cancel()
+            try:
+                withdrawn = slot.backend.withdraw()
+            except Exception:
+                withdrawn = []
+            for future, *_ in withdrawn:
+                if not future.cancel():
+                    force_cancel(future)
+            with slot.lock:
+                handed = [ref() for ref in slot.recent]
+            for future in handed:  # held by a backend that keeps them pending until they start
+                if future is not None:
+                    future.cancel()
 
     def _shutdown(self, timeout: float | None, cancel_futures: bool) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -451,7 +590,7 @@ class PoolCore:
         with self._lock:
             self._backends_stopping = True
             backends = [slot.backend for slot in self.slots]
-        stop_backends(backends, remaining(deadline), cancel_futures)
+        stop_backends(backends, remaining(deadline), cancel_futures, self.own)
         for slot in self.slots:
             for future, *_ in slot.take_queue():
                 force_cancel(future)

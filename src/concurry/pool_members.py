@@ -92,8 +92,68 @@ def _first_ready(backends: list[Backend]) -> list[Backend]:
     return [b for b in backends if id(b.connection) in readable]  # type: ignore[attr-defined]
 
 
-def stop_backends(backends: list[Backend], timeout: float | None, cancel_futures: bool) -> None:
-    """Stop backends in parallel, each with the same deadline; always returns."""
+# Where backends keep their own threads (worker thread, or a process worker's reader and writer).
+_BACKEND_THREADS = ("_thread", "_reader", "_writer")
+
+
+def runs_on(backend: Backend, thread: threading.Thread) -> bool:
+    """Is ``thread`` one of ``backend``'s own threads? User code (a method, a done callback)
+    runs there, and a stop called from it must not wait for the thread it is running on."""
+    return any(getattr(backend, attr, None) is thread for attr in _BACKEND_THREADS)
+
+
+class OwnThreads:
+    """The helper threads a pool runs user code on or waits for (dispatcher, replacers,
+    runners, stoppers): a ``stop()`` running on one of them must not wait for the rest of
+    the stop, which may need that very thread to return."""
+
+    def __init__(self) -> None:
+        self._threads: set[threading.Thread] = set()
+
+    def start(self, target, args: tuple = (), name: str = "concurry-pool") -> threading.Thread:
+        """Start a daemon thread counted as the pool's own for as long as it runs."""
+        thread = threading.Thread(target=self._run, args=(target, args), name=name, daemon=True)
+        self._threads.add(thread)
+        try:
+            thread.start()
+        except BaseException:
+            self._threads.discard(thread)
+            raise
+        return thread
+
+    def _run(self, target, args: tuple) -> None:
+        try:
+            target(*args)
+        finally:
+            self._threads.discard(threading.current_thread())
+
+    def adopt(self) -> _Adopted:
+        """``with own.adopt():`` counts the current thread as the pool's own meanwhile."""
+        return _Adopted(self._threads)
+
+    def __contains__(self, thread: threading.Thread) -> bool:
+        return thread in self._threads
+
+
+class _Adopted:
+    def __init__(self, threads: set[threading.Thread]):
+        self._threads = threads
+
+    def __enter__(self) -> None:
+        self._thread = threading.current_thread()
+        self._added = self._thread not in self._threads
+        self._threads.add(self._thread)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._added:
+            self._threads.discard(self._thread)
+
+
+def stop_backends(
+    backends: list[Backend], timeout: float | None, cancel_futures: bool, own: OwnThreads | None = None
+) -> None:
+    """Stop backends in parallel, each with the same deadline; always returns. The helper
+    threads count as ``own``'s (a done callback fired by a stop may call ``stop()`` again)."""
 
     def stop(backend: Backend) -> None:
         try:
@@ -106,10 +166,10 @@ def stop_backends(backends: list[Backend], timeout: float | None, cancel_futures
             stop(backend)
         return
     helpers = []
+    own = own if own is not None else OwnThreads()
     for backend in backends:
         try:
-            thread = threading.Thread(target=stop, args=(backend,), daemon=True, name="concurry-pool-stop")
-            thread.start()
+            thread = own.start(stop, (backend,), "concurry-pool-stop")
             helpers.append(thread)
         except RuntimeError:  # interpreter shutting down: no new threads
             stop(backend)

@@ -17,6 +17,10 @@ from .options import WorkerOptions
 
 _counter = itertools.count(1)
 
+#: Leaving a ``with`` block by an exception (Ctrl-C included): calls not started are cancelled
+#: and running ones get this long before the workers are released (not the whole stop timeout).
+EXIT_GRACE = 1.0
+
 
 def worker_name(cls: type) -> str:
     return f"{cls.__name__}#{next(_counter)}"
@@ -98,8 +102,14 @@ class WorkerHandle:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc_info: Any) -> None:
-        self.stop()
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        """Leaving the block stops the worker: calls finish within the stop timeout. On an
+        exception (Ctrl-C included) calls not started are cancelled and running ones get a
+        short grace, so the program ends about at once."""
+        if exc_type is None:
+            self.stop()
+        else:
+            self._stop(min(EXIT_GRACE, self._options.stop_timeout), True, True)
 
     def __del__(self) -> None:
         try:
@@ -117,7 +127,12 @@ class WorkerProxy(WorkerHandle):
 
     def __repr__(self) -> str:
         backend = self.__dict__.get("_engine")
-        state = "stopped" if backend is not None and backend.stopped else "running"
+        if backend is None:
+            state = "running"
+        elif backend.crashed:
+            state = "crashed"
+        else:
+            state = "stopped" if backend.stopped else "running"
         name = backend.name if backend is not None else "?"
         return f"<{self._options.mode.value} worker {name} ({state})>"
 

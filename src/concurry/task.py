@@ -18,6 +18,7 @@ from .errors import WorkerStoppedError
 from .futures import BaseFuture, remaining
 from .options import validate_options
 from .progress import check_progress, progress_bar
+from .proxy import EXIT_GRACE, WorkerHandle
 from .worker import Worker
 
 
@@ -49,6 +50,11 @@ class TaskHandleMixin(cf.Executor):
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """``concurrent.futures`` semantics: ``wait=False`` returns at once; calls still finish."""
         self._stop(None, cancel_futures, wait)
+
+    # A worker handle's ``with`` (stop timeout, prompt release on an exception), not
+    # ``Executor.__exit__``'s unbounded wait, which the MRO would otherwise pick.
+    __enter__ = WorkerHandle.__enter__
+    __exit__ = WorkerHandle.__exit__
 
 
 def _results_in_order(futures: list[BaseFuture], timeout: float | None, progress: Any) -> Iterator[Any]:
@@ -134,8 +140,15 @@ class TaskFunction:
     def __enter__(self) -> TaskFunction:
         return self
 
-    def __exit__(self, *exc_info: Any) -> None:
-        self.stop()
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.stop()
+            return
+        with self._lock:  # an exception (Ctrl-C included): cancel what has not started, release soon
+            self._stopped = True
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor._stop(min(EXIT_GRACE, executor._options.stop_timeout), True, True)
 
     def __repr__(self) -> str:
         return f"<task {self.fn.__qualname__} {self._options}>"

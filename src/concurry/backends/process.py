@@ -501,6 +501,8 @@ class ProcessBackend(Backend):
         else:
             for future in unfinished:
                 force_cancel(future)
+        if crashed:
+            self._notify_died()
         writer = getattr(self, "_writer", None)
         if writer is not None and writer is not threading.current_thread():
             writer.join()

@@ -93,6 +93,25 @@ class ThreadBackend(Backend):
         """Calls submitted and not yet finished (queued or running); read by pool statistics."""
         return self._queue.qsize() + (self._current is not None)
 
+    def withdraw(self) -> list[tuple[ConcurrentFuture, str, tuple, dict]]:
+        """Take back the queued calls: each item is taken either by the worker thread or by us,
+        never both, so a withdrawn call never starts here. The stop sentinel goes back."""
+        items: list = []
+        get = self._queue.get_nowait
+        shutdown = False
+        while True:
+            try:
+                item = get()
+            except queue.Empty:
+                break
+            if item is _SHUTDOWN:
+                shutdown = True
+            else:
+                items.append(item)
+        if shutdown:
+            self._queue.put(_SHUTDOWN)
+        return items
+
     def _cancel_queued(self) -> None:
         while True:
             try:
@@ -114,8 +133,9 @@ class ThreadBackend(Backend):
             return
         self._ready.set()
         self.args = self.kwargs = None  # the instance owns them now
-        get = self._queue.get
+        get, empty = self._queue.get, self._queue.empty
         invoke = runtime.invoke
+        listener = self.listener  # set before start(); None outside pools that want to know
         try:
             while True:
                 item = get()
@@ -123,19 +143,21 @@ class ThreadBackend(Backend):
                     break
                 future, name, args, kwargs = item
                 try:
-                    if not future.set_running_or_notify_cancel():
-                        continue
+                    runs = future.set_running_or_notify_cancel()
                 except RuntimeError:  # force-cancelled by a timed-out stop
-                    continue
-                self._current = future
-                try:
-                    result = invoke(name, args, kwargs)
-                except BaseException as exc:
-                    set_outcome(future, None, exc)
-                else:
-                    set_outcome(future, result, None)
-                self._current = None
+                    runs = False
+                if runs:
+                    self._current = future
+                    try:
+                        result = invoke(name, args, kwargs)
+                    except BaseException as exc:
+                        set_outcome(future, None, exc)
+                    else:
+                        set_outcome(future, result, None)
+                    self._current = None
                 del item, future, args, kwargs
+                if listener is not None and empty():
+                    listener.worker_idle(self)  # a pool may hand us calls waiting elsewhere
         finally:
             try:
                 runtime.close()
