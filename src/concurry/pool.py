@@ -221,6 +221,8 @@ class PoolCore:
         backend = backend_class(self.options.mode)(self.cls, self.args, self.kwargs, self.options, name)
         if self.listens:
             backend.listener = self
+        if self.active:  # a call handed to a busy child could not be taken back for an idle one
+            backend.window = 1
         return backend
 
     def start(self) -> None:
@@ -554,23 +556,15 @@ class PoolCore:
                 self._shutdown(0.0, True)
 
     def _cancel_unstarted(self) -> None:
-        """Cancel every call not started: waiting in our queues, taken back from a backend, or
-        handed over recently (``cancel()`` refuses those that are running or finished)."""
+        """Cancel every call not started: those waiting in our queues, and those the backends
+        hold (each backend's stop begins here, cancelling its own; ``_shutdown`` waits for it)."""
         for slot in self.slots:
             for future, *_ in slot.take_queue():
                 future.cancel()
             try:
-                withdrawn = slot.backend.withdraw()
+                slot.backend.stop(None, True, False)
             except Exception:
-                withdrawn = []
-            for future, *_ in withdrawn:
-                if not future.cancel():
-                    force_cancel(future)
-            with slot.lock:
-                handed = [ref() for ref in slot.recent]
-            for future in handed:  # held by a backend that keeps them pending until they start
-                if future is not None:
-                    future.cancel()
+                pass
 
     def _shutdown(self, timeout: float | None, cancel_futures: bool) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout

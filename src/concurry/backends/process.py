@@ -52,7 +52,6 @@ _DIRECT_MAX_BYTES = 8 * 1024  # the caller writes a call itself only if it is th
 # cancel() and a pool's withdraw() can still take them back. Large enough for the child never
 # to wait for the parent between quick calls, small enough that a long call holds few behind it.
 _WINDOW = 16
-_REFILL_AT = _WINDOW // 2  # the reader tops the window up once it is this empty: in batches
 
 # ---- cleanup at interpreter exit ----
 
@@ -76,6 +75,9 @@ class ProcessBackend(Backend):
     """A child process that owns the instance and runs calls in submission order."""
 
     _crashed = False
+    #: Calls handed to the child at once (``running()``, no longer cancellable or withdrawable);
+    #: later ones wait in this process. A pool balancing by ``active`` sets 1.
+    window = _WINDOW
     _reader: threading.Thread | None = None
 
     # ---- starting ----
@@ -229,7 +231,7 @@ class ProcessBackend(Backend):
                 self._held.append((future, name, args, kwargs, (), payload))
                 return future
             pending = self._pending
-            if self._unsent or len(pending) >= _WINDOW:
+            if self._unsent or len(pending) >= self.window:
                 # the child has enough to do: the call waits here, pending and cancellable
                 self._unsent.append((future, name, args, kwargs, payload))
                 return future
@@ -261,7 +263,7 @@ class ProcessBackend(Backend):
         unsent, pending = self._unsent, self._pending
         direct = from_reader and not self._queue and not self._writing
         items: list = []
-        while unsent and len(pending) < _WINDOW:
+        while unsent and len(pending) < self.window:
             future, name, _, _, payload = unsent.popleft()
             if future is STOP:
                 items.append(STOP)
@@ -441,7 +443,7 @@ class ProcessBackend(Backend):
                     result, error = wire.decode_outcome(status, value, self._where, name)
                     set_outcome(future, result, error)
                 del data, records, record
-                if self._unsent and len(pending) <= _REFILL_AT:
+                if self._unsent and len(pending) <= self.window // 2:
                     with lock:
                         self._refill(from_reader=True)
                 elif not pending and self.listener is not None and not self._held:
@@ -510,8 +512,6 @@ class ProcessBackend(Backend):
             self._conn.close()
             self._control.close()
         _live.discard(self)
-        if crashed:
-            self._notify_died()
 
     def _reap(self, deadline: float) -> None:
         """Wait for the child until ``deadline``, then kill it; never leaves a zombie."""
@@ -532,7 +532,7 @@ class ProcessBackend(Backend):
         reader = self._reader
         if not self._begin_stop():
             if wait and reader is not None and reader is not threading.current_thread():
-                reader.join(timeout)
+                self._await_reader(reader, timeout)  # begun earlier: this call's deadline holds
             return
         if reader is None:  # never started (launch failed, or wait_ready not called)
             if hasattr(self, "_process") and not self._reaped:
@@ -559,8 +559,11 @@ class ProcessBackend(Backend):
                 self._wake.set()
         for future in cancelled:
             force_cancel(future)
-        if not wait or reader is threading.current_thread():
-            return
+        if wait and reader is not threading.current_thread():
+            self._await_reader(reader, timeout)
+
+    def _await_reader(self, reader: threading.Thread, timeout: float | None) -> None:
+        """Wait for the child to finish until ``timeout``, then kill it (its calls are cancelled)."""
         reader.join(timeout)
         if reader.is_alive():
             with self._lock:

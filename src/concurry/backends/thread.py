@@ -69,15 +69,14 @@ class ThreadBackend(Backend):
         return call
 
     def stop(self, timeout: float | None = None, cancel_futures: bool = False, wait: bool = True) -> None:
-        if not self._begin_stop():
-            if wait and threading.current_thread() is not self._thread:
-                self._thread.join(timeout)
-            return
-        if cancel_futures:
-            self._cancel_queued()
-        self._queue.put(_SHUTDOWN)
-        if not wait or threading.current_thread() is self._thread:
-            return
+        if self._begin_stop():
+            if cancel_futures:
+                self._cancel_queued()
+            self._queue.put(_SHUTDOWN)
+        if wait and threading.current_thread() is not self._thread:
+            self._await_exit(timeout)  # also when stop() was begun earlier: the deadline holds
+
+    def _await_exit(self, timeout: float | None) -> None:
         self._thread.join(timeout)
         if self._thread.is_alive():
             # The running call ignored the deadline: cancel everything it still holds up.
