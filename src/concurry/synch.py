@@ -111,8 +111,13 @@ class _Plan:
         return len(self.keys)
 
     def finished(self, future: Any) -> list[tuple[Any, bool, Any]]:
+        """The outcome of a pending future, for each key it feeds; the plan forgets the future."""
         ok, value = outcome(future)
-        return [(key, ok, value) for key in self.pending[future]]
+        return [(key, ok, value) for key in self.pending.pop(future)]
+
+    def release(self) -> None:
+        """Forget the caller's items: from now on outcomes are referenced only until handed over."""
+        self.items = []
 
 
 def _timeout_error(what: str, finished: int, total: int, timeout: float | None) -> TimeoutError:
@@ -190,15 +195,26 @@ class _Tally:
             self.bar.failure()
 
 
+# The iterators below hand over each outcome and keep no reference to it (entries are popped
+# before they are yielded, no local holds one across a ``yield``), so a result the caller drops
+# is freed at once, as with ``Executor.map``.
+
+
 def _gather_iter(plan: _Plan, return_exceptions: bool, timeout: float | None, progress: Any) -> Iterator[Any]:
+    plan.release()
     with _Tally(plan, return_exceptions, progress, "gather") as tally:
-        for entry in plan.done:
-            yield tally.take(*entry)
+        entries = plan.done
+        entries.reverse()
+        while entries:
+            yield tally.take(*entries.pop())
         if plan.pending:
             try:
                 for future in completed(list(plan.pending), timeout):
-                    for entry in plan.finished(future):
-                        yield tally.take(*entry)
+                    entries = plan.finished(future)
+                    del future
+                    entries.reverse()
+                    while entries:
+                        yield tally.take(*entries.pop())
             except Deadline:
                 raise tally.timeout_error(timeout) from None
 
@@ -269,14 +285,20 @@ class _AsyncPairs:
 async def _async_gather_iter(
     plan: _Plan, return_exceptions: bool, timeout: float | None, progress: Any
 ) -> AsyncIterator[Any]:
+    plan.release()
     with _Tally(plan, return_exceptions, progress, "async_gather") as tally:
-        for entry in plan.done:
-            yield tally.take(*entry)
+        entries = plan.done
+        entries.reverse()
+        while entries:
+            yield tally.take(*entries.pop())
         if plan.pending:
             try:
                 async for future in async_completed(list(plan.pending), timeout):
-                    for entry in plan.finished(future):
-                        yield tally.take(*entry)
+                    entries = plan.finished(future)
+                    del future
+                    entries.reverse()
+                    while entries:
+                        yield tally.take(*entries.pop())
             except Deadline:
                 raise tally.timeout_error(timeout) from None
 
