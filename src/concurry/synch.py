@@ -76,11 +76,19 @@ class _Plan:
         self.done: list[tuple[Any, bool, Any]] = []  # (key, ok, value) in input order
         self.pending: dict[Any, list[Any]] = {}  # waitable -> keys
         self.tasks: dict[Any, Any] = {}  # key -> the task made for an awaitable (async only)
+        done, pending = self.done, self.pending
         for key, item in zip(self.keys, items, strict=True):
+            if isinstance(item, cf.Future):  # ours and plain concurrent.futures: checked first
+                if item._state in DONE_STATES:
+                    ok, value = outcome(item)
+                    done.append((key, ok, value))
+                else:
+                    pending.setdefault(item, []).append(key)
+                continue
             waitable = self._waitable(item, loop, what)
             if waitable is None:
                 self.done.append((key, True, item))
-            elif isinstance(waitable, cf.Future):
+            elif isinstance(waitable, cf.Future):  # a concurrent future made for an awaitable
                 if waitable._state in DONE_STATES:
                     self.done.append((key, *outcome(waitable)))
                 else:
