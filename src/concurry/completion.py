@@ -127,7 +127,7 @@ class _Collection:
         self.wake = wake
         self.active = True
         self.poller: _Poller | None = None
-        self._installed: list[cf.Future] = []
+        self._installed: set[cf.Future] = set()  # a future leaves it once handed over
         self._loop_futures: list[tuple[asyncio.Future, Any]] = []
         for f in futures:
             self.left += 1
@@ -152,7 +152,7 @@ class _Collection:
                     self.finished.append(f)
                 else:
                     f._waiters.append(self)
-                    self._installed.append(f)
+                    self._installed.add(f)
             return
         poll = poll_function(f)
         if poll is not None:
@@ -185,6 +185,11 @@ class _Collection:
         while self.finished:  # popleft, not copy-and-clear: other threads append meanwhile
             taken.append(self.finished.popleft())
         self.left -= len(taken)
+        installed = self._installed
+        for f in taken:  # detach now, not at close: the collection must not keep it alive
+            if f in installed:
+                installed.discard(f)
+                self._detach(f)
         return taken
 
     def sleep_time(self, deadline: float | None) -> float | None:
@@ -197,18 +202,21 @@ class _Collection:
             return seconds
         return self.poller.interval if seconds is None else min(seconds, self.poller.interval)
 
+    def _detach(self, f: cf.Future) -> None:
+        with f._condition:
+            try:
+                f._waiters.remove(self)
+            except ValueError:
+                pass
+
     def close(self) -> None:
         """Detach from every future still pending (nothing accumulates on repeated waits)."""
         self.active = False
         for f in self._installed:
-            with f._condition:
-                try:
-                    f._waiters.remove(self)
-                except ValueError:
-                    pass
+            self._detach(f)
         for f, callback in self._loop_futures:
             f.remove_done_callback(callback)
-        self._installed = self._loop_futures = []
+        self._installed, self._loop_futures = set(), []
 
 
 def _deadline(timeout: float | None) -> float | None:
@@ -224,9 +232,13 @@ def completed(futures: list[Any], timeout: float | None) -> Iterator[Any]:
     deadline = _deadline(timeout)
     event = threading.Event()
     collection = _Collection(futures, event.set)
+    del futures  # the collection holds what is pending; what is handed over is not kept
     try:
         while True:
-            yield from collection.take_finished()
+            taken = collection.take_finished()
+            taken.reverse()
+            while taken:
+                yield taken.pop()
             if collection.left == 0:
                 return
             event.wait(collection.sleep_time(deadline))
@@ -255,10 +267,13 @@ async def async_completed(futures: list[Any], timeout: float | None) -> AsyncIte
                 pass
 
     collection = _Collection(futures, wake, loop)
+    del futures
     try:
         while True:
-            for future in collection.take_finished():
-                yield future
+            taken = collection.take_finished()
+            taken.reverse()
+            while taken:
+                yield taken.pop()
             if collection.left == 0:
                 return
             seconds = collection.sleep_time(deadline)  # outside the try: Deadline is a TimeoutError

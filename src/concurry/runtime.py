@@ -23,49 +23,155 @@ logger = logging.getLogger("concurry")
 _PLAIN = (int, float, str, bytes, bool, type(None))
 # what is unwrapped in arguments: our futures and plain concurrent.futures ones
 _FUTURES = (BaseFuture, concurrent.futures.Future)
+# containers searched for futures (exact types: a subclass may rebuild itself differently)
+_CONTAINERS = frozenset((list, tuple, dict, set, frozenset))
+# containers whose copy can exist before its items (so a cycle through one can be rebuilt)
+_MUTABLE = (list, dict)
+
+# The scans below are iterative and remember what they visited (by id), so a cyclic argument
+# or one nested thousands of levels deep is scanned like any other, each container once. The
+# arguments are alive while they are scanned, so an id names one object throughout.
+
+
+def _items(container: Any) -> Any:
+    return container.values() if type(container) is dict else container
+
+
+def _has_future(items: Any) -> bool:
+    """Does anything in ``items``, or nested in a container among them, hold a future?"""
+    nested = None  # containers met at the top level, searched only if there are any
+    for item in items:
+        kind = type(item)
+        if kind in _PLAIN:
+            continue
+        if kind in _CONTAINERS:
+            if nested is None:
+                nested = [item]
+            else:
+                nested.append(item)
+        elif isinstance(item, _FUTURES):
+            return True
+    if nested is None:
+        return False
+    seen = {id(c) for c in nested}
+    while nested:
+        for item in _items(nested.pop()):
+            kind = type(item)
+            if kind in _PLAIN:
+                continue
+            if kind in _CONTAINERS:
+                if id(item) not in seen:
+                    seen.add(id(item))
+                    nested.append(item)
+            elif isinstance(item, _FUTURES):
+                return True
+    return False
 
 
 def contains_future(value: Any) -> bool:
     """Is there a future in ``value`` (top level, or nested in list/tuple/set/dict values)?"""
-    if isinstance(value, _FUTURES):
-        return True
-    kind = type(value)
-    if kind in _PLAIN:
-        return False
-    if kind is dict:
-        return any(contains_future(v) for v in value.values())
-    if kind in (list, tuple, set, frozenset):
-        return any(contains_future(v) for v in value)
-    return False
+    return _has_future((value,))
 
 
 def call_has_futures(args: tuple, kwargs: dict) -> bool:
-    return (bool(args) and contains_future(args)) or (bool(kwargs) and contains_future(kwargs))
+    """Is there a future among a call's arguments? Never raises; flat arguments cost one loop."""
+    return _has_future(args) or (bool(kwargs) and _has_future(kwargs.values()))
 
 
-def replace_futures(value: Any, resolve: Callable[[BaseFuture], Any]) -> Any:
-    """Copy ``value`` with every future replaced by ``resolve(future)``; a failure propagates."""
-    if isinstance(value, _FUTURES):
-        return resolve(value)
-    kind = type(value)
-    if kind is dict:
-        return {k: replace_futures(v, resolve) for k, v in value.items()}
-    if kind in (list, tuple, set, frozenset):
-        return kind(replace_futures(v, resolve) for v in value)
-    return value
+def _graph(value: Any) -> tuple[list[Any], dict[int, list[int]]]:
+    """Every future and container reachable from ``value`` (each once, in the order found) and,
+    for each of them, the ids of the containers holding it."""
+    found: list[Any] = []
+    holders: dict[int, list[int]] = {id(value): []}
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        found.append(node)
+        if type(node) not in _CONTAINERS:
+            continue  # a future
+        here = id(node)
+        new = []
+        for item in _items(node):
+            if type(item) in _CONTAINERS or isinstance(item, _FUTURES):
+                key = id(item)
+                if key in holders:
+                    holders[key].append(here)
+                else:
+                    holders[key] = [here]
+                    new.append(item)
+        stack.extend(reversed(new))  # depth first, left to right
+    return found, holders
 
 
 def collect_futures(value: Any, into: list) -> list:
-    """Append every future found in ``value`` to ``into`` (same traversal as ``replace_futures``)."""
-    if isinstance(value, _FUTURES):
-        into.append(value)
-    elif type(value) is dict:
-        for v in value.values():
-            collect_futures(v, into)
-    elif type(value) in (list, tuple, set, frozenset):
-        for v in value:
-            collect_futures(v, into)
+    """Append every future found in ``value`` to ``into``, each once; returns ``into``."""
+    if isinstance(value, _FUTURES) or type(value) in _CONTAINERS:
+        into.extend(node for node in _graph(value)[0] if type(node) not in _CONTAINERS)
     return into
+
+
+def replace_futures(value: Any, resolve: Callable[[BaseFuture], Any]) -> Any:
+    """A copy of ``value`` with every future replaced by ``resolve(future)``; a failure propagates.
+
+    Only the containers that lead to a future are copied (the rest are passed as they are), each
+    once, so shared references and cycles survive: a list that holds itself and a future becomes
+    a list that holds itself and the future's value. Futures are resolved in the order found.
+    """
+    if isinstance(value, _FUTURES):
+        return resolve(value)
+    if type(value) not in _CONTAINERS:
+        return value
+    found, holders = _graph(value)
+    # containers leading to a future: walk from each future up through its holders
+    copies: dict[int, Any] = {}
+    marked: set[int] = set()
+    for node in found:
+        if type(node) not in _CONTAINERS:
+            copies[id(node)] = resolve(node)
+            up = list(holders[id(node)])
+            while up:
+                key = up.pop()
+                if key not in marked:
+                    marked.add(key)
+                    up.extend(holders[key])
+    if not marked:
+        return value
+    to_copy = [node for node in found if id(node) in marked]
+    # lists and dicts are created empty first, so anything may refer to them; the immutable
+    # containers are built once their immutable items are (they cannot form a cycle alone)
+    for node in to_copy:
+        if type(node) in _MUTABLE:
+            copies[id(node)] = type(node)()
+    for node in to_copy:
+        if type(node) not in _MUTABLE:
+            _build_immutable(node, copies, marked)
+    for node in to_copy:
+        copy = copies[id(node)]
+        if type(node) is list:
+            copy.extend([copies.get(id(item), item) for item in node])
+        elif type(node) is dict:
+            copy.update({key: copies.get(id(item), item) for key, item in node.items()})
+    return copies[id(value)]
+
+
+def _build_immutable(node: Any, copies: dict[int, Any], marked: set[int]) -> None:
+    """Copy a tuple/set/frozenset after the immutable containers inside it (iteratively)."""
+    stack = [(node, False)]
+    started: set[int] = set()  # guards against a cycle of immutables only (C code can make one)
+    while stack:
+        current, ready = stack.pop()
+        if id(current) in copies:
+            continue
+        if not ready:
+            started.add(id(current))
+            stack.append((current, True))
+            stack.extend(
+                (item, False)
+                for item in current
+                if id(item) in marked and type(item) not in _MUTABLE and id(item) not in started
+            )
+            continue
+        copies[id(current)] = type(current)(copies.get(id(item), item) for item in current)
 
 
 def _blocking_result(future: BaseFuture) -> Any:

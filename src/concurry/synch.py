@@ -76,11 +76,19 @@ class _Plan:
         self.done: list[tuple[Any, bool, Any]] = []  # (key, ok, value) in input order
         self.pending: dict[Any, list[Any]] = {}  # waitable -> keys
         self.tasks: dict[Any, Any] = {}  # key -> the task made for an awaitable (async only)
+        done, pending = self.done, self.pending
         for key, item in zip(self.keys, items, strict=True):
+            if isinstance(item, cf.Future):  # ours and plain concurrent.futures: checked first
+                if item._state in DONE_STATES:
+                    ok, value = outcome(item)
+                    done.append((key, ok, value))
+                else:
+                    pending.setdefault(item, []).append(key)
+                continue
             waitable = self._waitable(item, loop, what)
             if waitable is None:
                 self.done.append((key, True, item))
-            elif isinstance(waitable, cf.Future):
+            elif isinstance(waitable, cf.Future):  # a concurrent future made for an awaitable
                 if waitable._state in DONE_STATES:
                     self.done.append((key, *outcome(waitable)))
                 else:
@@ -111,8 +119,13 @@ class _Plan:
         return len(self.keys)
 
     def finished(self, future: Any) -> list[tuple[Any, bool, Any]]:
+        """The outcome of a pending future, for each key it feeds; the plan forgets the future."""
         ok, value = outcome(future)
-        return [(key, ok, value) for key in self.pending[future]]
+        return [(key, ok, value) for key in self.pending.pop(future)]
+
+    def release(self) -> None:
+        """Forget the caller's items: from now on outcomes are referenced only until handed over."""
+        self.items = []
 
 
 def _timeout_error(what: str, finished: int, total: int, timeout: float | None) -> TimeoutError:
@@ -190,15 +203,26 @@ class _Tally:
             self.bar.failure()
 
 
+# The iterators below hand over each outcome and keep no reference to it (entries are popped
+# before they are yielded, no local holds one across a ``yield``), so a result the caller drops
+# is freed at once, as with ``Executor.map``.
+
+
 def _gather_iter(plan: _Plan, return_exceptions: bool, timeout: float | None, progress: Any) -> Iterator[Any]:
+    plan.release()
     with _Tally(plan, return_exceptions, progress, "gather") as tally:
-        for entry in plan.done:
-            yield tally.take(*entry)
+        entries = plan.done
+        entries.reverse()
+        while entries:
+            yield tally.take(*entries.pop())
         if plan.pending:
             try:
                 for future in completed(list(plan.pending), timeout):
-                    for entry in plan.finished(future):
-                        yield tally.take(*entry)
+                    entries = plan.finished(future)
+                    del future
+                    entries.reverse()
+                    while entries:
+                        yield tally.take(*entries.pop())
             except Deadline:
                 raise tally.timeout_error(timeout) from None
 
@@ -269,14 +293,20 @@ class _AsyncPairs:
 async def _async_gather_iter(
     plan: _Plan, return_exceptions: bool, timeout: float | None, progress: Any
 ) -> AsyncIterator[Any]:
+    plan.release()
     with _Tally(plan, return_exceptions, progress, "async_gather") as tally:
-        for entry in plan.done:
-            yield tally.take(*entry)
+        entries = plan.done
+        entries.reverse()
+        while entries:
+            yield tally.take(*entries.pop())
         if plan.pending:
             try:
                 async for future in async_completed(list(plan.pending), timeout):
-                    for entry in plan.finished(future):
-                        yield tally.take(*entry)
+                    entries = plan.finished(future)
+                    del future
+                    entries.reverse()
+                    while entries:
+                        yield tally.take(*entries.pop())
             except Deadline:
                 raise tally.timeout_error(timeout) from None
 

@@ -58,17 +58,18 @@ class TaskHandleMixin(cf.Executor):
 
 
 def _results_in_order(futures: list[BaseFuture], timeout: float | None, progress: Any) -> Iterator[Any]:
+    """Yield each future's result in order, holding none of them once it is handed over.
+
+    As with ``concurrent.futures``, a result the caller drops must be freed at once (a map over
+    many large results must not keep them all): each future is popped before its result is
+    yielded, and no local variable keeps the value while the generator is suspended.
+    """
     deadline = None if timeout is None else time.monotonic() + timeout
     bar = progress_bar(progress, len(futures), "map")
+    futures.reverse()  # popped from the end: the next one is last
     try:
-        for future in futures:
-            try:
-                result = future.result(remaining(deadline))
-            except cf.TimeoutError:
-                raise TimeoutError(f"map: timed out after {timeout} s") from None
-            if bar is not None:
-                bar.update(1)
-            yield result
+        while futures:
+            yield _result(futures.pop(), remaining(deadline), timeout, bar)
         if bar is not None:
             bar.success()
     except BaseException:
@@ -77,6 +78,22 @@ def _results_in_order(futures: list[BaseFuture], timeout: float | None, progress
         if bar is not None:
             bar.failure()
         raise
+
+
+def _result(future: BaseFuture, seconds: float | None, timeout: float | None, bar: Any) -> Any:
+    """One result for ``_results_in_order``; a future that failed or timed out is cancelled (a
+    no-op unless it has not started), since it is no longer in the list cancelled on failure."""
+    try:
+        result = future.result(seconds)
+    except cf.TimeoutError:
+        future.cancel()
+        raise TimeoutError(f"map: timed out after {timeout} s") from None
+    except BaseException:
+        future.cancel()
+        raise
+    if bar is not None:
+        bar.update(1)
+    return result
 
 
 class TaskWorker(Worker):

@@ -158,34 +158,28 @@ class AsyncioBackend(Backend):
         except RuntimeError:
             return
         runtime = self.runtime
-        if runtime.unwrap_futures and (args or kwargs) and call_has_futures(args, kwargs):
-            self._track(self._loop.create_task(runtime.invoke_async(name, args, kwargs)), future)
-            return
         self._current = future
         try:
-            result = runtime.method(name)(*args, **kwargs)
-        except BaseException as exc:
+            if runtime.unwrap_futures and (args or kwargs) and call_has_futures(args, kwargs):
+                result = runtime.invoke_async(name, args, kwargs)
+            else:
+                result = runtime.method(name)(*args, **kwargs)
+        except BaseException as exc:  # preparing or running the call: that call fails, not the loop
             set_outcome(future, None, exc)
             return
         finally:
             self._current = None
         if inspect.iscoroutine(result):
-            self._track(self._loop.create_task(result), future)
+            task = self._loop.create_task(_settle(result, future))
+            self._tasks[task] = future
+            task.add_done_callback(self._task_done)
         else:
             set_outcome(future, result, None)
 
-    def _track(self, task: asyncio.Task, future: ConcurrentFuture) -> None:
-        self._tasks[task] = future
-        task.add_done_callback(self._task_done)
-
     def _task_done(self, task: asyncio.Task) -> None:
         future = self._tasks.pop(task)
-        if task.cancelled():
+        if task.cancelled():  # by stop(); any other outcome was already set by _settle
             force_cancel(future)
-        else:
-            set_outcome(future, None, task.exception()) if task.exception() else set_outcome(
-                future, task.result(), None
-            )
 
     async def _shutdown(self, timeout: float | None, cancel_futures: bool) -> None:
         if cancel_futures:
@@ -199,3 +193,20 @@ class AsyncioBackend(Backend):
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=1.0)
         self._loop.stop()
+
+
+async def _settle(coro: Any, future: ConcurrentFuture) -> None:
+    """Run an ``async def`` call and resolve its future with whatever it returns or raises.
+
+    The outcome is caught here, inside the task, because an asyncio task re-raises
+    ``KeyboardInterrupt`` and ``SystemExit`` into the event loop, which would kill the worker's
+    loop thread and leave the future cancelled. Only a cancellation (by ``stop()``) escapes.
+    """
+    try:
+        result = await coro
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:
+        set_outcome(future, None, exc)
+    else:
+        set_outcome(future, result, None)

@@ -58,17 +58,29 @@ _WINDOW = 16
 _live: weakref.WeakSet = weakref.WeakSet()
 
 
+_EXIT_GRACE = 1.0  # seconds every child gets, together, to finish at interpreter exit
+
+
 @atexit.register
 def _stop_all_at_exit() -> None:
-    """Children never outlive the interpreter, and exit never waits on them for long."""
+    """Children never outlive the interpreter, and exit never waits on them for long.
+
+    Every child is asked to stop at once and they share one grace period, so exit takes about
+    ``_EXIT_GRACE`` however many workers are alive (busy ones are killed when it ends).
+    """
     backends = list(_live)
     for backend in backends:
         backend.stop(timeout=0, wait=False)
-    for backend in backends:
-        backend._reap(deadline=time.monotonic() + 1.0)
+    _reap_all(backends, deadline=time.monotonic() + _EXIT_GRACE)
     server = sys.modules.get(__package__ + ".forkserver")
     if server is not None:
         server.shutdown()
+
+
+def _reap_all(backends: list, deadline: float) -> None:
+    """Wait for the children until one shared ``deadline``, then kill whatever is left."""
+    for backend in backends:
+        backend._reap(deadline)  # after the deadline each one is killed without waiting
 
 
 class ProcessBackend(Backend):

@@ -1,8 +1,17 @@
-"""``sync`` mode: the call runs in the caller's thread, during the call; futures are born done."""
+"""``sync`` mode: the call runs in the caller's thread, during the call; futures are born done.
+
+Whatever the method raises, ``BaseException``s included, becomes the future's failure, as in
+every other mode. One exception is not the method's: a Ctrl-C. Here the call runs in the
+caller's thread, so the ``KeyboardInterrupt`` of a real SIGINT lands inside it; it propagates
+to the caller, to stop the program as Ctrl-C does in every mode (there it lands in the caller's
+thread, not in the call), instead of being tucked into a future nobody may ever read.
+"""
 
 from __future__ import annotations
 
+import dis
 from collections.abc import Callable
+from types import TracebackType
 from typing import Any
 
 from ..futures import BaseFuture, ConcurrentFuture, SyncFuture, set_outcome
@@ -21,10 +30,11 @@ class SyncBackend(Backend):
     ) -> BaseFuture:
         if self._stopped:
             raise self.stopped_error()
-        # Exception, not BaseException: a Ctrl-C during a sync call belongs to the caller.
         try:
             result, error = self.runtime.invoke(name, args, kwargs), None
-        except Exception as exc:
+        except BaseException as exc:
+            if _is_ctrl_c(exc):
+                raise
             result, error = None, exc
         if future is None:
             return SyncFuture(result, error)
@@ -40,7 +50,9 @@ class SyncBackend(Backend):
                 raise self.stopped_error()
             try:
                 return SyncFuture(invoke(name, args, kwargs))
-            except Exception as exc:
+            except BaseException as exc:
+                if _is_ctrl_c(exc):
+                    raise
                 return SyncFuture(None, exc)
 
         return call
@@ -48,3 +60,24 @@ class SyncBackend(Backend):
     def stop(self, timeout: float | None = None, cancel_futures: bool = False, wait: bool = True) -> None:
         if self._begin_stop():
             self.runtime.close()
+
+
+_RAISE = dis.opmap["RAISE_VARARGS"]
+
+
+def _is_ctrl_c(exc: BaseException) -> bool:
+    """Was this ``KeyboardInterrupt`` delivered by the SIGINT handler, not raised by the method?
+
+    A ``raise`` statement leaves its frame stopped on a ``RAISE_VARARGS`` instruction. Python
+    runs signal handlers only between other instructions (calls, loop jumps), so a Ctrl-C (or
+    ``_thread.interrupt_main()``) leaves the innermost frame anywhere but on a ``raise``.
+    """
+    if not isinstance(exc, KeyboardInterrupt):
+        return False
+    tb: TracebackType | None = exc.__traceback__
+    if tb is None:
+        return True
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code.co_code
+    return not (0 <= tb.tb_lasti < len(code) and code[tb.tb_lasti] == _RAISE)

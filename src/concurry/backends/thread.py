@@ -153,6 +153,7 @@ class ThreadBackend(Backend):
                         set_outcome(future, None, exc)
                     else:
                         set_outcome(future, result, None)
+                        del result  # the caller alone decides how long a result lives
                     self._current = None
                 del item, future, args, kwargs
                 if listener is not None and empty():

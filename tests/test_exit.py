@@ -1,0 +1,98 @@
+"""Interpreter exit with busy workers nobody stopped (SPEC §2.4, §3): whether the script ends
+normally, with an uncaught exception or by Ctrl-C, exit takes about a second however many
+workers are busy, and no worker process survives it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from conftest import process_alive, wait_until
+
+# generous: exit itself should take about a second; before the fix 16 busy process workers
+# took 16 s or more, one after another
+EXIT_BOUND = 8.0
+
+SCRIPT = textwrap.dedent(
+    """
+    import os, sys, threading, time
+    from concurry import worker
+
+    @worker
+    class Sleeper:
+        def where(self):
+            return os.getpid(), threading.get_ident()
+
+        def nap(self, seconds):
+            time.sleep(seconds)
+
+    how, mode, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    options = {"mode": mode} if size == 1 else {"mode": mode, "max_workers": size}
+    pool = Sleeper.options(**options).init()
+    seen = set()
+    while len(seen) < size:  # every worker has answered, so every one exists
+        seen.add(pool.where().result(timeout=60))
+    naps = [pool.nap(60) for _ in range(size)]
+    time.sleep(0.5)  # let the naps start
+    print("PIDS", *sorted({pid for pid, _ in seen} - {os.getpid()}), flush=True)
+    print("READY", flush=True)
+    if how == "exception":
+        raise RuntimeError("the script fails")
+    if how == "ctrl-c":
+        time.sleep(60)
+    """
+)
+
+
+def _run_until_exit(tmp_path, how: str, mode: str, size: int) -> tuple[float, int, list[int], str]:
+    """Run the script; return seconds from READY to exit, the exit code, worker pids, stderr."""
+    script = tmp_path / "busy_at_exit.py"
+    script.write_text(SCRIPT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    proc = subprocess.Popen(
+        [sys.executable, str(script), how, mode, str(size)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,  # its own process group, so Ctrl-C reaches it as in a terminal
+    )
+    pids: list[int] = []
+    try:
+        for line in proc.stdout:
+            if line.startswith("PIDS"):
+                pids = [int(pid) for pid in line.split()[1:]]
+            if line.startswith("READY"):
+                break
+        else:
+            pytest.fail(f"the script ended before it was ready: {proc.communicate(timeout=30)[1]}")
+        started = time.monotonic()
+        if how == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        return time.monotonic() - started, proc.returncode, pids, err
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("how", ["normal", "exception", "ctrl-c"])
+@pytest.mark.parametrize(("mode", "size"), [("process", 16), ("thread", 16), ("asyncio", 1)])
+def test_exit_with_busy_workers_is_prompt(tmp_path, how, mode, size):
+    seconds, code, pids, err = _run_until_exit(tmp_path, how, mode, size)
+    expected = {"normal": 0, "exception": 1, "ctrl-c": -signal.SIGINT}[how]
+    assert code == expected, err
+    if how == "exception":
+        assert "RuntimeError: the script fails" in err
+    assert seconds < EXIT_BOUND, f"exit took {seconds:.1f} s"
+    assert len(pids) == (size if mode == "process" else 0)
+    assert wait_until(lambda: not any(process_alive(pid) for pid in pids), timeout=10)
