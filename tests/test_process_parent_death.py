@@ -95,3 +95,6 @@ def test_worker_started_from_a_thread_outlives_that_thread(method):
         assert process_alive(first)
     finally:
         w.stop()
+    if method != "forkserver":  # the fork server (and its launcher) lasts until exit, by design
+        # the thread that created the child lived as long as the child, and not longer
+        assert [t.name for t in threading.enumerate() if t.name == "concurry-launcher"] == []

@@ -24,7 +24,7 @@ import subprocess
 import threading
 from typing import Any
 
-from .process_launch import Forked
+from .process_launch import Forked, child_reaped
 
 _MESSAGE = struct.Struct("!qq")  # (pid, exit code), or (pid, _FORKED) answering a request
 _FORKED = 1 << 40
@@ -193,6 +193,7 @@ class ForkServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        child_reaped(self.process)
 
 
 _server: ForkServer | None = None

@@ -43,7 +43,7 @@ from ..runtime import call_has_futures, collect_futures, replace_futures
 from . import process_child as child
 from . import process_wire as wire
 from .base import Backend
-from .process_launch import control_page, describe_exit, start_child
+from .process_launch import child_reaped, control_page, describe_exit, start_child
 from .process_wire import STOP
 
 _DIRECT_MAX_BYTES = 8 * 1024  # the caller writes a call itself only if it is this small
@@ -189,6 +189,7 @@ class ProcessBackend(Backend):
         self._conn.close()
         self._process.kill()
         self._process.wait()
+        child_reaped(self._process)
         self._control.close()
         self._reaped = True
         _live.discard(self)
@@ -537,6 +538,7 @@ class ProcessBackend(Backend):
             process.wait()
         self._exit_code = process.returncode
         self._reaped = True
+        child_reaped(process)
 
     # ---- stopping ----
 

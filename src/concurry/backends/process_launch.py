@@ -49,49 +49,77 @@ def start_interpreter(main: str, values: dict, pass_fds: tuple) -> subprocess.Po
     )
 
 
-# ---- a thread that lives as long as the process, to create children from ----
+# ---- a thread that outlives the children it creates ----
 # Linux's parent-death signal (see ``process_child.die_with_parent``) fires when the *thread*
 # that created the child exits, not the process: a worker started from a pool's or the user's
 # short-lived thread would be killed with it. Children are therefore created from the main
-# thread, or from one daemon thread that lasts until the process exits.
+# thread, or from one daemon launcher thread that lives while any child it created lives (so
+# once every worker is stopped and reaped, no thread of ours is left either).
 
 _launch_lock = threading.Lock()
 _launch_queue: queue.SimpleQueue | None = None
+_launcher: threading.Thread | None = None
+_launched = 0  # children the launcher created that are not reaped yet
 
 
 def in_lasting_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """``fn(*args, **kwargs)`` run on a thread that lives until the process exits."""
+    """``fn(*args, **kwargs)`` (which creates a child and returns its process object) run on a
+    thread that outlives that child; call ``child_reaped(process)`` once it is reaped."""
     if threading.current_thread() is threading.main_thread():
         return fn(*args, **kwargs)
-    global _launch_queue
+    global _launch_queue, _launcher, _launched
     with _launch_lock:
         if _launch_queue is None:
             _launch_queue = queue.SimpleQueue()
-            launcher = threading.Thread(target=_launcher, args=(_launch_queue,), name="concurry-launcher")
-            launcher.daemon = True
-            launcher.start()
+            _launcher = threading.Thread(target=_launch, args=(_launch_queue,), name="concurry-launcher")
+            _launcher.daemon = True
+            _launcher.start()
         requests = _launch_queue
+        _launched += 1  # before the request: the launcher cannot be retired while it is served
     done: queue.SimpleQueue = queue.SimpleQueue()
     requests.put((fn, args, kwargs, done))
     ok, value = done.get()
     if ok:
+        value.concurry_launched = True
         return value
+    child_reaped(None, launched=True)
     raise value
 
 
-def _launcher(requests: queue.SimpleQueue) -> None:
+def child_reaped(process: Any, launched: bool = False) -> None:
+    """A child is reaped: the launcher that created it retires once it has none left."""
+    global _launch_queue, _launcher, _launched
+    with _launch_lock:
+        if not launched:
+            if not getattr(process, "concurry_launched", False):
+                return
+            process.concurry_launched = False  # counted once, whoever reaps it first
+        _launched -= 1
+        if _launched or _launch_queue is None:
+            return
+        requests, launcher = _launch_queue, _launcher
+        _launch_queue = _launcher = None
+    requests.put(None)
+    if launcher is not None and launcher is not threading.current_thread():
+        launcher.join()
+
+
+def _launch(requests: queue.SimpleQueue) -> None:
     while True:
-        fn, args, kwargs, done = requests.get()
+        request = requests.get()
+        if request is None:
+            return
+        fn, args, kwargs, done = request
         try:
             done.put((True, fn(*args, **kwargs)))
         except BaseException as exc:
             done.put((False, exc))
-        del fn, args, kwargs, done
+        del fn, args, kwargs, done, request
 
 
 def _forget_launcher_after_fork() -> None:
-    global _launch_queue, _launch_lock
-    _launch_queue, _launch_lock = None, threading.Lock()
+    global _launch_queue, _launch_lock, _launcher, _launched
+    _launch_queue, _launch_lock, _launcher, _launched = None, threading.Lock(), None, 0
 
 
 os.register_at_fork(after_in_child=_forget_launcher_after_fork)
