@@ -2,10 +2,18 @@
 
 A call is one tuple on the queue; the thread takes it, runs it through the runtime and resolves
 the future. No locks on the hot path beyond the queue's and the future's own.
+
+``unfinished`` is not ``qsize()`` plus the running call: ``SimpleQueue.qsize()`` is documented
+as approximate, and from Python 3.13 ``put()`` hands an item straight to a thread blocked in
+``get()``, so a call can be out of the queue long before the worker thread runs and marks it
+current. Each call instead adds one entry to ``_count`` before it is queued, and the worker
+removes one once the call is finished (or skipped, or cancelled unstarted); ``deque`` appends
+and pops are atomic, so the count never misses a call in flight.
 """
 
 from __future__ import annotations
 
+import collections
 import queue
 import threading
 from collections.abc import Callable
@@ -25,6 +33,9 @@ class ThreadBackend(Backend):
 
     def start(self) -> None:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        # One entry per call queued and not finished (see the module docstring). Every path that
+        # takes a call off the queue without running it (skip, cancel, withdraw) pops one too.
+        self._count: collections.deque = collections.deque()
         self._finished = False  # set by the worker thread once it will take no more items
         self._current: ConcurrentFuture | None = None
         self._ready = threading.Event()
@@ -48,6 +59,7 @@ class ThreadBackend(Backend):
             raise self.stopped_error()
         if future is None:
             future = ConcurrentFuture()
+        self._count.append(None)  # before the put: the call is counted before it can finish
         self._queue.put((future, name, args, kwargs))
         if self._finished:  # the thread exited between our check and our put: don't strand it
             self._cancel_queued()
@@ -55,12 +67,14 @@ class ThreadBackend(Backend):
 
     def caller(self, name: str) -> Callable[..., BaseFuture]:
         put = self._queue.put
+        count = self._count.append
         new_future = ConcurrentFuture
 
         def call(*args: Any, **kwargs: Any) -> BaseFuture:
             if self._stopped:
                 raise self.stopped_error()
             future = new_future()
+            count(None)
             put((future, name, args, kwargs))
             if self._finished:
                 self._cancel_queued()
@@ -91,7 +105,7 @@ class ThreadBackend(Backend):
     @property
     def unfinished(self) -> int:
         """Calls submitted and not yet finished (queued or running); read by pool statistics."""
-        return self._queue.qsize() + (self._current is not None)
+        return len(self._count)
 
     def _cancel_queued(self) -> None:
         while True:
@@ -100,6 +114,7 @@ class ThreadBackend(Backend):
             except queue.Empty:
                 return
             if item is not _SHUTDOWN:
+                self._count.pop()
                 force_cancel(item[0])
 
     # ---- worker thread ----
@@ -115,6 +130,7 @@ class ThreadBackend(Backend):
         self._ready.set()
         self.args = self.kwargs = None  # the instance owns them now
         get = self._queue.get
+        done = self._count.pop
         invoke = runtime.invoke
         try:
             while True:
@@ -124,8 +140,10 @@ class ThreadBackend(Backend):
                 future, name, args, kwargs = item
                 try:
                     if not future.set_running_or_notify_cancel():
+                        done()
                         continue
                 except RuntimeError:  # force-cancelled by a timed-out stop
+                    done()
                     continue
                 self._current = future
                 try:
@@ -135,6 +153,7 @@ class ThreadBackend(Backend):
                 else:
                     set_outcome(future, result, None)
                 self._current = None
+                done()
                 del item, future, args, kwargs
         finally:
             try:
