@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: tour test bench lint
+.PHONY: tour test test-pythons bench lint
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,11 +16,16 @@ tour: $(STAMP)
 	$(PY) -m concurry
 
 test: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff check src tests benchmarks noxfile.py
 	$(PY) -m pytest
+
+# The suite (no lint) on every Python 3.10-3.13 found, each in its own venv under .nox/
+# (see noxfile.py); ARGS go to pytest.
+test-pythons: $(STAMP)
+	$(PY) -m nox -f noxfile.py -- $(ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff check src tests benchmarks noxfile.py

@@ -103,12 +103,19 @@ class FirstToStartFails:
         return os.getpid()
 
 
-class SlowInit:
-    def __init__(self, seconds: float):
-        time.sleep(seconds)
+class MeetingInit:
+    """``__init__`` marks ``<folder>/<pid>`` and waits (up to 20 s) until ``expected`` workers
+    have marked: the inits all see each other only if they run at the same time."""
 
-    def ping(self) -> int:
-        return os.getpid()
+    def __init__(self, folder: str, expected: int):
+        open(os.path.join(folder, str(os.getpid())), "w").close()
+        deadline = time.monotonic() + 20
+        while len(os.listdir(folder)) < expected and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.met = len(os.listdir(folder))
+
+    def ping(self) -> tuple[int, int]:
+        return os.getpid(), self.met
 
 
 class SlowReplacement:
@@ -239,15 +246,14 @@ def test_process_pool_init_error_is_raised_without_waiting_for_slow_siblings(tmp
     assert not (child_pids() - children)  # the sleeping siblings are gone already
 
 
-def test_process_pool_workers_start_in_parallel():
-    """Three ``__init__``s of 1 s each: the pool is ready in about 1 s, not 3 s."""
+def test_process_pool_workers_start_in_parallel(tmp_path):
+    """Three ``__init__``s that each wait for the other two: started one after another, the
+    first would give up after 20 s having met only itself."""
     children = child_pids()
-    began = time.monotonic()
-    with worker(SlowInit).options(mode="process", max_workers=3).init(1.0) as pool:
-        elapsed = time.monotonic() - began
+    with worker(MeetingInit).options(mode="process", max_workers=3).init(str(tmp_path), 3) as pool:
         assert len(child_pids() - children) == 3
-        assert len({pool.ping().result(timeout=30) for _ in range(3)}) == 3
-    assert elapsed < 2.5
+        pings = {pool.ping().result(timeout=30) for _ in range(3)}
+    assert len(pings) == 3 and all(met == 3 for _, met in pings), pings
     assert wait_until(lambda: not (child_pids() - children))
 
 

@@ -4,7 +4,10 @@ The engine under ``wait``/``gather`` and their async versions.
 
 - ``concurrent.futures`` futures (ours included) get one waiter object appended to their waiter
   list, exactly as ``concurrent.futures.wait`` does, and removed again afterwards, so waiting
-  is event-driven and repeated waits on the same pending futures leave nothing behind.
+  is event-driven and repeated waits on the same pending futures leave nothing behind
+  (``concurrent.futures`` has no public way to remove a done callback). This waiter protocol,
+  the state names and ``outcome``'s direct reads of a finished future are private internals,
+  pinned on every supported Python by ``tests/test_future_conformance.py``.
 - Any other ``BaseFuture`` (an ``AsyncioFuture`` of another loop, ...) reports through
   ``add_done_callback``; asyncio futures of the running loop through their own callbacks.
 - Remote futures whose class defines ``__concurry_poll__(futures) -> done futures`` (Ray) are

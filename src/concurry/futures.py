@@ -4,6 +4,12 @@
 ``concurrent.futures.Future``, so ``concurrent.futures.wait``/``as_completed`` and
 ``asyncio.wrap_future`` accept it) or ``SyncFuture`` (born resolved, equally interoperable).
 ``AsyncioFuture`` and ``RayFuture`` adapt foreign futures; ``wrap_future`` picks the right one.
+
+Private ``concurrent.futures.Future`` internals are touched in exactly three places, each because
+no public API can do it without a cost on every call: the two ``__init__`` below (a condition
+built only when someone waits), ``force_cancel`` (cancel a running future at a stop deadline),
+and ``completion``'s waiter installation. ``tests/test_future_conformance.py`` pins every
+internal they rely on, on each Python the package supports, so a change in CPython fails there.
 """
 
 from __future__ import annotations
@@ -102,7 +108,8 @@ class ConcurrentFuture(cf.Future, BaseFuture):
     """A thread-safe future; it *is* a ``concurrent.futures.Future``."""
 
     def __init__(self) -> None:
-        # cf.Future.__init__, with a condition that costs little until someone waits (hot path)
+        # cf.Future.__init__, with a condition that costs little until someone waits (hot path).
+        # The attribute set must equal cf.Future()'s (pinned by test_future_conformance.py).
         self._condition = _LazyCondition()
         self._state = PENDING
         self._result = None
@@ -119,9 +126,13 @@ class ConcurrentFuture(cf.Future, BaseFuture):
             try:
                 return super().result(timeout)
             except cf.TimeoutError as exc:
-                if self.done() or isinstance(exc, TimeoutError):
+                if isinstance(exc, TimeoutError) or self._raised(exc):
                     raise  # the call itself raised it
                 raise _WaitTimeout(f"future did not finish within {timeout} s") from None
+
+        def _raised(self, exc: BaseException) -> bool:
+            """Is ``exc`` the call's own exception (not the wait running out)?"""
+            return self.done() and not self.cancelled() and self.exception(0) is exc
 
         def exception(self, timeout: float | None = None) -> BaseException | None:
             try:
@@ -129,8 +140,7 @@ class ConcurrentFuture(cf.Future, BaseFuture):
             except cf.TimeoutError:
                 raise _WaitTimeout(f"future did not finish within {timeout} s") from None
 
-    def __repr__(self) -> str:
-        return f"<ConcurrentFuture state={self._state.lower()}>"
+    # __repr__ is cf.Future's: "<ConcurrentFuture at 0x... state=finished returned int>"
 
 
 # SyncFutures are born finished and never change state, so they can share one condition:
@@ -149,9 +159,6 @@ class SyncFuture(ConcurrentFuture):
         self._exception = exception
         self._waiters = []
         self._done_callbacks = []
-
-    def __repr__(self) -> str:
-        return f"<SyncFuture {'failed' if self._exception is not None else 'done'}>"
 
 
 class _ChainedFuture(ConcurrentFuture):
@@ -190,25 +197,26 @@ class AsyncioFuture(BaseFuture):
         self._loop = future.get_loop()
 
     def _as_concurrent(self) -> cf.Future:
-        """A thread-safe mirror of the asyncio future (asyncio's own chaining helper)."""
+        """A thread-safe mirror of the asyncio future: the outcome is copied over when the
+        source finishes, and cancelling the mirror cancels the source (as ``await`` would)."""
         mirror: cf.Future = cf.Future()
-        source = self._future
+        source, loop = self._future, self._loop
         if source.done():  # copy it here: its loop may be stopped or closed by now
-            if source.cancelled():
-                mirror.cancel()
-            elif source.exception() is not None:
-                mirror.set_exception(source.exception())
-            else:
-                mirror.set_result(source.result())
+            _copy_outcome(source, mirror)
             return mirror
 
-        def link() -> None:
-            asyncio.futures._chain_future(self._future, mirror)
+        def cancel_source(_: cf.Future) -> None:
+            if mirror.cancelled():
+                try:
+                    loop.call_soon_threadsafe(source.cancel)
+                except RuntimeError:  # its loop is closed: the source can no longer finish
+                    pass
 
         if self._in_loop_thread():
-            link()
+            source.add_done_callback(lambda _: _copy_outcome(source, mirror))
         else:
-            self._loop.call_soon_threadsafe(link)
+            loop.call_soon_threadsafe(source.add_done_callback, lambda _: _copy_outcome(source, mirror))
+        mirror.add_done_callback(cancel_source)
         return mirror
 
     def _in_loop_thread(self) -> bool:
@@ -278,6 +286,19 @@ class AsyncioFuture(BaseFuture):
         return f"<AsyncioFuture {self._future!r}>"
 
 
+def _copy_outcome(source: asyncio.Future, mirror: cf.Future) -> None:
+    """Give ``mirror`` the outcome of the finished ``source`` (unless it was cancelled meanwhile)."""
+    try:
+        if source.cancelled():
+            mirror.cancel()
+        elif source.exception() is not None:
+            mirror.set_exception(source.exception())
+        else:
+            mirror.set_result(source.result())
+    except cf.InvalidStateError:  # the mirror was cancelled first
+        pass
+
+
 def wrap_future(value: Any) -> BaseFuture:
     """Turn any future (concurrent, asyncio, Ray) or a plain value into a ``BaseFuture``.
 
@@ -312,6 +333,8 @@ def force_cancel(future: cf.Future) -> bool:
     ``concurrent.futures`` refuses to cancel a running future; a worker that ignores its stop
     deadline must still never leave the caller waiting forever, so we move the future to the
     cancelled state ourselves. The worker's late result is then dropped (see ``set_outcome``).
+    This does what ``Future.cancel`` plus ``set_running_or_notify_cancel`` do, with the private
+    state, waiters and ``_invoke_callbacks`` that test_future_conformance.py pins per version.
     """
     with future._condition:
         if future._state not in (PENDING, RUNNING):

@@ -2,10 +2,18 @@
 
 A call is one tuple on the queue; the thread takes it, runs it through the runtime and resolves
 the future. No locks on the hot path beyond the queue's and the future's own.
+
+``unfinished`` is not ``qsize()`` plus the running call: ``SimpleQueue.qsize()`` is documented
+as approximate, and from Python 3.13 ``put()`` hands an item straight to a thread blocked in
+``get()``, so a call can be out of the queue long before the worker thread runs and marks it
+current. Each call instead adds one entry to ``_count`` before it is queued, and one entry is
+removed once the call is finished, skipped, cancelled unstarted or withdrawn; ``deque`` appends
+and pops are atomic, so the count never misses a call in flight.
 """
 
 from __future__ import annotations
 
+import collections
 import queue
 import threading
 from collections.abc import Callable
@@ -25,6 +33,9 @@ class ThreadBackend(Backend):
 
     def start(self) -> None:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        # One entry per call queued and not finished (see the module docstring). Every path that
+        # takes a call off the queue without running it (skip, cancel, withdraw) pops one too.
+        self._count: collections.deque = collections.deque()
         self._finished = False  # set by the worker thread once it will take no more items
         self._current: ConcurrentFuture | None = None
         self._ready = threading.Event()
@@ -48,6 +59,7 @@ class ThreadBackend(Backend):
             raise self.stopped_error()
         if future is None:
             future = ConcurrentFuture()
+        self._count.append(None)  # before the put: the call is counted before it can finish
         self._queue.put((future, name, args, kwargs))
         if self._finished:  # the thread exited between our check and our put: don't strand it
             self._cancel_queued()
@@ -55,12 +67,14 @@ class ThreadBackend(Backend):
 
     def caller(self, name: str) -> Callable[..., BaseFuture]:
         put = self._queue.put
+        count = self._count.append
         new_future = ConcurrentFuture
 
         def call(*args: Any, **kwargs: Any) -> BaseFuture:
             if self._stopped:
                 raise self.stopped_error()
             future = new_future()
+            count(None)
             put((future, name, args, kwargs))
             if self._finished:
                 self._cancel_queued()
@@ -90,7 +104,7 @@ class ThreadBackend(Backend):
     @property
     def unfinished(self) -> int:
         """Calls submitted and not yet finished (queued or running); read by pool statistics."""
-        return self._queue.qsize() + (self._current is not None)
+        return len(self._count)
 
     def withdraw(self) -> list[tuple[ConcurrentFuture, str, tuple, dict]]:
         """Take back the queued calls: each item is taken either by the worker thread or by us,
@@ -106,6 +120,7 @@ class ThreadBackend(Backend):
             if item is _SHUTDOWN:
                 shutdown = True
             else:
+                self._count.pop()
                 items.append(item)
         if shutdown:
             self._queue.put(_SHUTDOWN)
@@ -118,6 +133,7 @@ class ThreadBackend(Backend):
             except queue.Empty:
                 return
             if item is not _SHUTDOWN:
+                self._count.pop()
                 force_cancel(item[0])
 
     # ---- worker thread ----
@@ -132,7 +148,7 @@ class ThreadBackend(Backend):
             return
         self._ready.set()
         self.args = self.kwargs = None  # the instance owns them now
-        get, empty = self._queue.get, self._queue.empty
+        get, count, done = self._queue.get, self._count, self._count.pop
         invoke = runtime.invoke
         listener = self.listener  # set before start(); None outside pools that want to know
         try:
@@ -155,8 +171,9 @@ class ThreadBackend(Backend):
                         set_outcome(future, result, None)
                         del result  # the caller alone decides how long a result lives
                     self._current = None
+                done()
                 del item, future, args, kwargs
-                if listener is not None and empty():
+                if listener is not None and not count:
                     listener.worker_idle(self)  # a pool may hand us calls waiting elsewhere
         finally:
             try:
