@@ -11,6 +11,8 @@ Each interpreter gets a virtual environment under ``.nox/`` that this file creat
 (``pip install -e .[dev]``); later runs reuse it and reinstall only when pyproject.toml changed.
 Only pytest runs here: lint is the README's ``make test``. Extra arguments go to pytest
 (``make test-pythons ARGS="-x tests/test_futures.py"``); ``nox -s 'tests(3.12)'`` runs one.
+``make test-pythons SKIP=3.11`` leaves out versions already tested (``.ci/run`` skips the one
+``make test`` ran on).
 """
 
 from __future__ import annotations
@@ -80,7 +82,11 @@ def find_interpreters() -> tuple[dict[str, str], list[str]]:
     """``({version: path}, report lines)`` for every version in ``VERSIONS``."""
     found: dict[str, str] = {}
     report = []
+    skip = set(os.environ.get("TEST_PYTHONS_SKIP", "").split())
     for version in VERSIONS:
+        if version in skip:
+            report.append(f"Python {version}: skipped (already tested by this run: TEST_PYTHONS_SKIP)")
+            continue
         rejected = []
         for exe, where in _candidates(version):
             got, detail = _version_of(exe)
