@@ -107,3 +107,35 @@ def test_process_backend_withdraws_calls_not_handed_to_the_child(tmp_path):
         assert backend.withdraw() == []
     finally:
         w.stop()
+
+
+@pytest.mark.timeout(60)
+def test_with_claims_calls_in_the_childs_window_are_taken_back_too(tmp_path):
+    """A pool balancing by ``active`` sets ``claims``: then even calls already handed to a busy
+    child come back (their futures stay running), and the child never runs them."""
+    from concurry.backends.process import ProcessBackend
+    from concurry.options import resolve_options
+
+    options = resolve_options({"mode": "process"})
+    backend = ProcessBackend(Log, (), {}, options, "claims-test")
+    backend.claims = True
+    backend.start()
+    try:
+        marker = tmp_path / "started"
+        running = backend.submit("block", (str(marker), 1.0), {})
+        queued = [backend.submit("record", (i,), {}) for i in range(5)]  # inside the window
+        assert wait_until(marker.exists, timeout=30)
+        taken = backend.withdraw()
+        assert [args[0] for _, _, args, _ in taken] == list(range(5))  # all of them, in order
+        assert [f for f, *_ in taken] == queued
+        assert all(f.running() for f in queued)  # handed to the child: running, not cancellable
+        assert backend.unfinished == 1
+        assert running.result(timeout=30) == "blocked"
+        assert backend.submit("history", (), {}).result(timeout=30) == []  # none ran there
+        assert wait_until(lambda: backend.unfinished == 0)
+        # given back to the same worker, a taken-back call runs once, normally
+        back = backend.submit("record", (42,), {}, queued[0])
+        assert back.result(timeout=30) == 42
+        assert backend.submit("history", (), {}).result(timeout=30) == [42]
+    finally:
+        backend.stop(10)

@@ -17,10 +17,6 @@ from concurry import TaskWorker, async_gather, gather, wait
 
 COUNT = 12
 
-# the process reader thread keeps the outcome it decoded last until the next one arrives
-_READER_HOLDS_LAST = pytest.mark.xfail(
-    reason="process mode: the reader thread still references the last outcome it decoded", strict=False
-)
 
 
 class Blob:
@@ -56,8 +52,7 @@ def _still_alive(results, pairs: bool = False) -> list[int]:
     return []
 
 
-@pytest.fixture(params=["sync", "thread", "asyncio", pytest.param("process", marks=_READER_HOLDS_LAST),
-                        "thread-pool", pytest.param("process-pool", marks=_READER_HOLDS_LAST)])
+@pytest.fixture(params=["sync", "thread", "asyncio", "process", "thread-pool", "process-pool"])
 def executor(request):
     mode, _, pool = request.param.partition("-")
     tw = TaskWorker.options(mode=mode, **({"max_workers": 2} if pool else {})).init()

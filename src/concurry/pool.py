@@ -221,8 +221,8 @@ class PoolCore:
         backend = backend_class(self.options.mode)(self.cls, self.args, self.kwargs, self.options, name)
         if self.listens:
             backend.listener = self
-        if self.active:  # a call handed to a busy child could not be taken back for an idle one
-            backend.window = 1
+        if self.active:  # calls queued in a busy child can be taken back for an idle worker
+            backend.claims = True
         return backend
 
     def start(self) -> None:

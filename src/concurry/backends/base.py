@@ -36,6 +36,9 @@ class Backend(ABC):
     #: Set by a pool before ``start()``: told (from the backend's own threads) when this backend
     #: goes idle or dies, so the pool can hand it more work or replace it at once.
     listener: BackendListener | None = None
+    #: Set by a pool balancing by ``active`` (before ``start()``): make calls already handed to
+    #: the worker, not yet started, takeable by ``withdraw()`` where the transport can.
+    claims: bool = False
 
     def __init__(self, cls: type, args: tuple, kwargs: dict, options: WorkerOptions, name: str):
         self.cls = cls

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import atexit
 import collections
+import contextlib
+import fcntl
 import os
 import pickle
 import select
@@ -33,7 +35,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -77,6 +79,28 @@ def _stop_all_at_exit() -> None:
         server.shutdown()
 
 
+def _start(future: ConcurrentFuture) -> bool:
+    """``set_running_or_notify_cancel``, for a future that may be running already: one taken
+    back from another worker of the same pool (``withdraw`` with claims)."""
+    try:
+        return future.set_running_or_notify_cancel()
+    except RuntimeError:
+        return future.running()
+
+
+@contextlib.contextmanager
+def _page_lock(fd: int) -> Iterator[None]:
+    """The control page's cross-process lock (``fd`` -1: no claims, nothing to exclude)."""
+    if fd < 0:
+        yield
+        return
+    fcntl.lockf(fd, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.lockf(fd, fcntl.LOCK_UN)
+
+
 def _reap_all(backends: list, deadline: float) -> None:
     """Wait for the children until one shared ``deadline``, then kill whatever is left."""
     for backend in backends:
@@ -87,9 +111,11 @@ class ProcessBackend(Backend):
     """A child process that owns the instance and runs calls in submission order."""
 
     _crashed = False
-    #: Calls handed to the child at once (``running()``, no longer cancellable or withdrawable);
-    #: later ones wait in this process. A pool balancing by ``active`` sets 1.
+    #: Calls handed to the child at once (``running()``, no longer cancellable); later ones
+    #: wait in this process, pending.
     window = _WINDOW
+    # ``claims`` (see Backend): calls in the window that have not started can be taken back
+    # too, at the cost of a lock per call in the child (see ``process_child``).
     _reader: threading.Thread | None = None
 
     # ---- starting ----
@@ -107,6 +133,8 @@ class ProcessBackend(Backend):
         self._lock = threading.Lock()
         self._pending: collections.deque = collections.deque()  # futures handed to the child, in order
         self._names: collections.deque = collections.deque()  # ... and their method names
+        self._sent: collections.deque = collections.deque()  # ... and, with claims, (name, args, kwargs)
+        self._taken_back = 0  # with claims: futures in _pending replaced by None (taken back)
         self._unsent: collections.deque = collections.deque()  # calls waiting for the window
         self._queue: collections.deque = collections.deque()  # payloads for the writer thread
         self._held: collections.deque = collections.deque()  # calls waiting for argument futures
@@ -122,11 +150,15 @@ class ProcessBackend(Backend):
         self._exit_code: int | None = None
         parent_sock, child_sock = socket.socketpair()
         control_fd, self._control = control_page()
+        self._lock_fd = -1
+        if self.claims:
+            child._INT.pack_into(self._control, child.CLAIMS, 1)
+            self._lock_fd = os.dup(control_fd)  # POSIX locks: we lock through our own descriptor
         try:
             self._process: Any = start_child(method, child_sock.fileno(), control_fd)
         except BaseException:
             parent_sock.close()
-            self._control.close()
+            self._close_control()
             raise
         finally:
             child_sock.close()
@@ -190,7 +222,7 @@ class ProcessBackend(Backend):
         self._process.kill()
         self._process.wait()
         child_reaped(self._process)
-        self._control.close()
+        self._close_control()
         self._reaped = True
         _live.discard(self)
 
@@ -204,7 +236,7 @@ class ProcessBackend(Backend):
     @property
     def unfinished(self) -> int:
         """Calls submitted and not finished (held, unsent or in the child); read by pool statistics."""
-        return len(self._pending) + len(self._unsent) + len(self._held)
+        return len(self._pending) - self._taken_back + len(self._unsent) + len(self._held)
 
     def submit(
         self, name: str, args: tuple, kwargs: dict, future: ConcurrentFuture | None = None
@@ -249,10 +281,12 @@ class ProcessBackend(Backend):
                 self._unsent.append((future, name, args, kwargs, payload))
                 return future
             # handed to the child, which will run it after at most _WINDOW - 1 others: running
-            if not future.set_running_or_notify_cancel():
+            if not _start(future):
                 return future
             pending.append(future)
             self._names.append(name)
+            if self.claims:
+                self._sent.append((name, args, kwargs))
             self._seq += 1
             if not self._queue and not self._writing and not defer and (
                 len(pending) == 1 or child.size_of(payload) < _DIRECT_MAX_BYTES
@@ -277,15 +311,17 @@ class ProcessBackend(Backend):
         direct = from_reader and not self._queue and not self._writing
         items: list = []
         while unsent and len(pending) < self.window:
-            future, name, _, _, payload = unsent.popleft()
+            future, name, args, kwargs, payload = unsent.popleft()
             if future is STOP:
                 items.append(STOP)
                 direct = False
                 break
-            if not future.set_running_or_notify_cancel():
+            if not _start(future):
                 continue  # cancelled while it waited: it never runs
             pending.append(future)
             self._names.append(name)
+            if self.claims:
+                self._sent.append((name, args, kwargs))
             self._seq += 1
             items.append(payload)
             if direct and (type(payload) is not bytes or len(payload) >= _DIRECT_MAX_BYTES):
@@ -302,11 +338,13 @@ class ProcessBackend(Backend):
             self._wake.set()
 
     def withdraw(self) -> list[tuple[ConcurrentFuture, str, tuple, dict]]:
-        """Take back the calls not handed to the child yet (they wait in this process)."""
+        """Take back the calls not handed to the child yet (they wait in this process), and,
+        with claims, those handed to it that it has not claimed (their futures stay running)."""
         with self._lock:
             if self._closed and not self._unsent and not self._held:
                 return []
-            taken = [(f, n, a, k) for f, n, a, k, _ in self._unsent if f is not STOP and not f.done()]
+            taken = self._take_back_unclaimed() if self.claims else []
+            taken += [(f, n, a, k) for f, n, a, k, _ in self._unsent if f is not STOP and not f.done()]
             taken += [(e[0], e[1], e[2], e[3]) for e in self._held if e[0] is not STOP and not e[0].done()]
             stop = any(e[0] is STOP for e in self._unsent) or any(e[0] is STOP for e in self._held)
             self._unsent.clear()
@@ -315,6 +353,35 @@ class ProcessBackend(Backend):
                 self._queue.append(STOP)
                 self._wake.set()
         return taken
+
+    def _take_back_unclaimed(self) -> list[tuple[ConcurrentFuture, str, tuple, dict]]:
+        """Calls in the window the child has not claimed: from now on it skips them (the lock
+        makes "claimed" and "taken back" exclusive). Caller holds ``self._lock``."""
+        pending = self._pending
+        if not pending or self._control.closed:
+            return []
+        with _page_lock(self._lock_fd):
+            first = max(child._INT.unpack_from(self._control, child.CLAIMED)[0], self._finished)
+            if first >= self._seq:
+                return []
+            child._INT.pack_into(self._control, child.SKIP_FROM, first)
+            child._INT.pack_into(self._control, child.SKIP_TO, self._seq)
+        # Calls first .. seq-1 are the last ones in _pending: the reader pops only from the left,
+        # and none of these can have an outcome yet, so counting from the right is stable.
+        taken = []
+        for back in range(self._seq - first, 0, -1):  # oldest first
+            future = pending[-back]
+            if future is not None:
+                taken.append((future, *self._sent[-back]))
+                pending[-back] = None  # its outcome ("skipped") still arrives, in order
+                self._taken_back += 1
+        return taken
+
+    def _close_control(self) -> None:
+        self._control.close()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
 
     def _refusal(self) -> RuntimeError:
         if self._crashed:
@@ -429,6 +496,7 @@ class ProcessBackend(Backend):
         pending, names, recv, loads = self._pending, self._names, child.receiver(self._conn), pickle.loads
         tag, skip = child.TAG.unpack_from, child.TAG.size
         pid, lock = self.pid, self._lock
+        claims, sent = self.claims, self._sent
         alive = _ExitWatch(self._conn.fileno(), pid)
         try:
             while recv.buffered() or alive():
@@ -442,6 +510,12 @@ class ProcessBackend(Backend):
                     future = pending.popleft()
                     name = names.popleft()
                     self._finished += 1
+                    if claims:
+                        sent.popleft()
+                        if future is None:  # taken back (withdraw): the child skipped it
+                            with lock:
+                                self._taken_back -= 1
+                            continue
                     if status == child.CANCELLED:
                         force_cancel(future)
                         continue
@@ -455,6 +529,8 @@ class ProcessBackend(Backend):
                         continue
                     result, error = wire.decode_outcome(status, value, self._where, name)
                     set_outcome(future, result, error)
+                # the caller alone decides how long a result lives: keep no reference to it
+                future = value = result = error = None
                 del data, records, record
                 if self._unsent and len(pending) <= self.window // 2:
                     with lock:
@@ -499,9 +575,11 @@ class ProcessBackend(Backend):
             crashed = not killed_by_stop and (bool(self._pending) or not self._stopped)
             self._crashed = crashed
             waiting = [entry[0] for entry in (*self._unsent, *self._held) if entry[0] is not STOP]
-            unfinished = list(self._pending) + waiting
+            unfinished = [f for f in self._pending if f is not None] + waiting
             self._pending.clear()
             self._names.clear()
+            self._sent.clear()
+            self._taken_back = 0
             self._unsent.clear()
             self._held.clear()
             self._queue.clear()
@@ -523,7 +601,7 @@ class ProcessBackend(Backend):
             writer.join()
         with self._lock:
             self._conn.close()
-            self._control.close()
+            self._close_control()
         _live.discard(self)
 
     def _reap(self, deadline: float) -> None:
@@ -559,11 +637,14 @@ class ProcessBackend(Backend):
                 self._unsent.clear()
                 self._held.clear()
                 if not self._control.closed:
-                    child._INT.pack_into(self._control, 8, self._seq)
-                    started = child._INT.unpack_from(self._control, 0)[0]
-                    # calls after the one the child is running are skipped there
-                    skip_from = max(0, started + 1 - self._finished)
-                    cancelled += list(self._pending)[skip_from:]
+                    with _page_lock(self._lock_fd):  # with claims: exact, else a close guess
+                        child._INT.pack_into(self._control, child.WATERMARK, self._seq)
+                        if self.claims:
+                            first = child._INT.unpack_from(self._control, child.CLAIMED)[0]
+                        else:  # calls after the one the child is running are skipped there
+                            first = child._INT.unpack_from(self._control, child.STARTING)[0] + 1
+                    skip_from = max(0, first - self._finished)
+                    cancelled += [f for f in list(self._pending)[skip_from:] if f is not None]
             if self._held:
                 self._held.append((STOP, None, None, None, (), None))
             elif self._unsent:

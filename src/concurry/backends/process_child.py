@@ -15,6 +15,12 @@ A small shared page (``control``) lets the parent cancel calls that have not sta
 (``stop(cancel_futures=True)``) while one is running: the child writes the index of the call
 it is starting, the parent writes a watermark below which unstarted calls are skipped.
 
+With *claims* on (the parent sets ``CLAIMS``; pools balancing by ``active`` do), the parent may
+also take back calls it sent that have not started: it writes a range of indices to skip, and
+each call is claimed before it starts, both under a lock on the page's file (``fcntl.lockf``:
+between processes, and released by the kernel if the holder dies), so a call is either started
+here or taken back, never both.
+
 Imports stay light: the user's class pulls in pydantic and friends only if it needs them.
 """
 
@@ -28,6 +34,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -41,7 +48,13 @@ SKIPPED = 4  # answers SKIP: a call the parent could not pickle (and failed itse
 READY = "ready"
 _BATCH_SECONDS = 0.001  # results of a batch are held back at most this long
 _BIG = 64 * 1024  # outcomes at least this big are sent on their own, not copied into a batch
-_CONTROL_SIZE = 16  # int64 at 0: index of the call starting; int64 at 8: cancel watermark
+# the control page: int64 fields at these offsets
+STARTING = 0  # index of the call starting (written by the child)
+WATERMARK = 8  # calls below this index are skipped (stop(cancel_futures=True))
+SKIP_FROM, SKIP_TO = 16, 24  # with claims: calls in [SKIP_FROM, SKIP_TO) were taken back
+CLAIMS = 32  # 1: claim each call under the page's lock before starting it
+CLAIMED = 40  # with claims: how many calls were claimed (the next unclaimed index)
+_CONTROL_SIZE = 48
 _INT = struct.Struct("q")
 TAG = struct.Struct("<qiB")  # (call index, or -1 for a batch; sender pid; status)
 _HEADER = struct.Struct("!i")
@@ -315,15 +328,37 @@ def serve(fd: int, control_fd: int, parent_pid: int) -> None:
     die_with_parent(parent_pid)
     conn = Connection(fd)
     control = mmap.mmap(control_fd, _CONTROL_SIZE)
-    os.close(control_fd)
     try:
         runtime = _construct(conn)
         if runtime is None:
             return
-        _loop(conn, runtime, control)
+        _loop(conn, runtime, control, control_fd)
     finally:
         _flush_std_streams()
         conn.close()
+        os.close(control_fd)
+
+
+def _claimer(control: mmap.mmap, fd: int) -> Callable[[int], bool]:
+    """``claim(index) -> run it?``: under the page's lock, skip a call taken back (or below
+    the watermark), else record it as claimed so the parent can no longer take it back."""
+    import fcntl
+
+    lockf, unpack_from, pack_into = fcntl.lockf, _INT.unpack_from, _INT.pack_into
+
+    def claim(index: int) -> bool:
+        lockf(fd, fcntl.LOCK_EX)
+        try:
+            if index < unpack_from(control, WATERMARK)[0] or (
+                unpack_from(control, SKIP_FROM)[0] <= index < unpack_from(control, SKIP_TO)[0]
+            ):
+                return False
+            pack_into(control, CLAIMED, index + 1)
+            return True
+        finally:
+            lockf(fd, fcntl.LOCK_UN)
+
+    return claim
 
 
 def _construct(conn: Connection) -> Any:
@@ -346,7 +381,7 @@ def _construct(conn: Connection) -> Any:
     return runtime
 
 
-def _loop(conn: Connection, runtime: Any, control: mmap.mmap) -> None:
+def _loop(conn: Connection, runtime: Any, control: mmap.mmap, control_fd: int) -> None:
     cls_name = type(runtime.instance).__qualname__
     invoke = runtime.invoke
     recv = receiver(conn)
@@ -355,6 +390,7 @@ def _loop(conn: Connection, runtime: Any, control: mmap.mmap) -> None:
     me = [os.getpid()]  # a process forked by the user's code updates its copy (and is told apart)
     os.register_at_fork(after_in_child=lambda: me.__setitem__(0, os.getpid()))
     sender = _Sender(conn, me[0])
+    claim = _claimer(control, control_fd) if unpack_from(control, CLAIMS)[0] else None
     index = 0
     try:
         while True:
@@ -372,8 +408,12 @@ def _loop(conn: Connection, runtime: Any, control: mmap.mmap) -> None:
             last = len(batch) - 1
             for position, item in enumerate(batch):
                 name = "?"
-                pack_into(control, 0, index)
-                if index < unpack_from(control, 8)[0]:
+                pack_into(control, STARTING, index)
+                if claim is not None:
+                    skipped = not claim(index)
+                else:
+                    skipped = index < unpack_from(control, WATERMARK)[0]
+                if skipped:
                     payload = TAG.pack(index, me[0], CANCELLED) + _NONE
                 elif item == SKIP or type(item) is str:  # in a batch, or alone (then unpickled)
                     payload = TAG.pack(index, me[0], SKIPPED) + _NONE
