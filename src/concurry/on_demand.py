@@ -13,7 +13,6 @@ import collections
 import concurrent.futures as cf
 import itertools
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from .errors import WorkerStoppedError
 from .futures import BaseFuture, ConcurrentFuture, force_cancel, remaining, set_outcome
 from .options import WorkerOptions
 from .pool import PoolHandle
-from .pool_members import OwnThreads, pool_name, runs_on
+from .pool_members import OwnThreads, PoolStop, pool_name, runs_on
 
 # After a stop's deadline, runners get this long to release the workers they still hold.
 _RELEASE_GRACE = 5.0
@@ -41,7 +40,7 @@ def on_demand_limit(options: WorkerOptions) -> int | None:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
-class OnDemandCore:
+class OnDemandCore(PoolStop):
     """The state of an on-demand pool (kept apart from the handle so the handle can be
     garbage-collected while calls finish)."""
 
@@ -51,6 +50,7 @@ class OnDemandCore:
         self.limit = on_demand_limit(options)
         self.closed = False
         self._cond = threading.Condition(threading.Lock())
+        self._closing_lock = self._cond
         self._waiting: collections.deque = collections.deque()
         self._running: set[cf.Future] = set()  # calls a runner has taken (worker starting or running)
         self._backends: set = set()  # the workers the runners hold now
@@ -158,31 +158,8 @@ class OnDemandCore:
             backends = list(self._backends)
         return any(runs_on(backend, current) for backend in backends)
 
-    def stop(self, timeout: float | None, cancel_futures: bool, wait: bool) -> None:
-        """Stop the pool. Called from a thread the pool runs user code on (a method, a done
-        callback), it never waits for that thread: the stop finishes in the background."""
-        with self._cond:
-            first = not self.closed
-            self.closed = True
-        here = self.on_own_thread()
-        if not first:
-            if wait and not here:
-                self._finished.wait(timeout)
-            return
-        # Until the stop is under way, callbacks it fires run here and may call stop() again.
-        with self.own.adopt():
-            if cancel_futures:  # as concurrent.futures: cancelled before stop() returns
-                self._cancel_unstarted()
-            if sys.is_finalizing():  # runners cannot run any more: cancel and release at once
-                self._shutdown_at_exit()
-                return
-            if wait and not here:
-                self._shutdown(timeout, cancel_futures)
-                return
-            try:
-                self.own.start(self._shutdown, (timeout, cancel_futures), f"concurry-pool-stop-{self.name}")
-            except RuntimeError:  # interpreter shutting down
-                self._shutdown_at_exit()
+    def _release_now(self) -> None:
+        self._shutdown_at_exit()
 
     def _cancel_unstarted(self) -> None:
         """Cancel the calls waiting for a runner, and those whose worker is still starting

@@ -40,7 +40,7 @@ from .constants import ExecutionMode, LoadBalancingAlgorithm
 from .errors import WorkerCrashedError, WorkerStoppedError
 from .futures import BaseFuture, ConcurrentFuture, force_cancel, remaining, set_outcome
 from .options import WorkerOptions
-from .pool_members import OwnThreads, pool_name, runs_on, start_backends, stop_backends
+from .pool_members import OwnThreads, PoolStop, pool_name, runs_on, start_backends, stop_backends
 from .proxy import WorkerHandle, handle_class
 
 _REPLACE_ATTEMPTS = 3
@@ -182,7 +182,7 @@ class _Dispatcher:
 # ---- the pool ----
 
 
-class PoolCore:
+class PoolCore(PoolStop):
     """Everything a pool does, apart from the user-facing handle (which may be garbage-collected
     while the core finishes stopping)."""
 
@@ -201,6 +201,7 @@ class PoolCore:
         self.slots: list[_Slot] = []
         self.balancer: Balancer | None = None
         self._lock = threading.Lock()
+        self._closing_lock = self._lock
         self._generation = itertools.count(1)
         self._replacers: list[threading.Thread] = []
         self._backends_stopping = False
@@ -529,31 +530,8 @@ class PoolCore:
         current = threading.current_thread()
         return current in self.own or any(runs_on(slot.backend, current) for slot in self.slots)
 
-    def stop(self, timeout: float | None, cancel_futures: bool, wait: bool) -> None:
-        """Stop the pool. Called from one of the pool's own threads (a method of the pool, a
-        done callback), it never waits for that thread: the stop finishes in the background."""
-        with self._lock:
-            first = not self.closed
-            self.closed = True
-        here = self.on_own_thread()
-        if not first:
-            if wait and not here:
-                self._finished.wait(timeout)
-            return
-        # Until the stop is under way, callbacks it fires run here and may call stop() again.
-        with self.own.adopt():
-            if cancel_futures:  # as concurrent.futures: cancelled before stop() returns
-                self._cancel_unstarted()
-            if sys.is_finalizing():  # no thread can start or run now: cancel and release at once
-                self._shutdown(0.0, True)
-                return
-            if wait and not here:
-                self._shutdown(timeout, cancel_futures)
-                return
-            try:
-                self.own.start(self._shutdown, (timeout, cancel_futures), f"concurry-pool-stop-{self.name}")
-            except RuntimeError:  # interpreter shutting down: cancel what waits, release the workers now
-                self._shutdown(0.0, True)
+    def _release_now(self) -> None:
+        self._shutdown(0.0, True)
 
     def _cancel_unstarted(self) -> None:
         """Cancel every call not started: those waiting in our queues, and those the backends

@@ -8,6 +8,7 @@ import itertools
 import sys
 import threading
 from multiprocessing import connection
+from typing import Any
 
 from .backends import Backend
 
@@ -175,3 +176,56 @@ def stop_backends(
             stop(backend)
     for thread in helpers:
         thread.join()
+
+
+class PoolStop:
+    """``stop()`` shared by fixed and on-demand pools.
+
+    A subclass provides ``closed``, ``own`` (its ``OwnThreads``), ``_finished`` (an Event set
+    once stopped), ``_closing_lock``, and: ``on_own_thread()``, ``_cancel_unstarted()`` (cancel
+    what has not started, before ``stop()`` returns), ``_shutdown(timeout, cancel_futures)``
+    (drain, cancel at the deadline, release) and ``_release_now()`` (at interpreter exit).
+    """
+
+    closed: bool
+    own: OwnThreads
+    _finished: threading.Event
+    _closing_lock: Any
+
+    def stop(self, timeout: float | None, cancel_futures: bool, wait: bool) -> None:
+        """Stop the pool. Called from a thread the pool runs user code on (a method, a done
+        callback), it never waits for that thread: the stop finishes in the background."""
+        with self._closing_lock:
+            first = not self.closed
+            self.closed = True
+        here = self.on_own_thread()
+        if not first:
+            if wait and not here:
+                self._finished.wait(timeout)
+            return
+        # Until the stop is under way, callbacks it fires run here and may call stop() again.
+        with self.own.adopt():
+            if cancel_futures:  # as concurrent.futures: cancelled before stop() returns
+                self._cancel_unstarted()
+            if sys.is_finalizing():  # no thread can start or run now: cancel and release at once
+                self._release_now()
+                return
+            if wait and not here:
+                self._shutdown(timeout, cancel_futures)
+                return
+            try:
+                self.own.start(self._shutdown, (timeout, cancel_futures), f"concurry-pool-stop-{self.name}")
+            except RuntimeError:  # interpreter shutting down: cancel what waits, release now
+                self._release_now()
+
+    def on_own_thread(self) -> bool:
+        raise NotImplementedError
+
+    def _cancel_unstarted(self) -> None:
+        raise NotImplementedError
+
+    def _shutdown(self, timeout: float | None, cancel_futures: bool) -> None:
+        raise NotImplementedError
+
+    def _release_now(self) -> None:
+        raise NotImplementedError
