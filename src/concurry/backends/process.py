@@ -81,11 +81,11 @@ def _stop_all_at_exit() -> None:
 
 def _start(future: ConcurrentFuture) -> bool:
     """``set_running_or_notify_cancel``, for a future that may be running already: one taken
-    back from another worker of the same pool (``withdraw`` with claims)."""
-    try:
-        return future.set_running_or_notify_cancel()
-    except RuntimeError:
+    back from a worker of the same pool (``withdraw`` with claims marks it)."""
+    if "taken_back" in future.__dict__:  # (asking it again would log a critical error)
+        del future.taken_back
         return future.running()
+    return future.set_running_or_notify_cancel()
 
 
 @contextlib.contextmanager
@@ -372,6 +372,7 @@ class ProcessBackend(Backend):
         for back in range(self._seq - first, 0, -1):  # oldest first
             future = pending[-back]
             if future is not None:
+                future.taken_back = True  # running already: see _start
                 taken.append((future, *self._sent[-back]))
                 pending[-back] = None  # its outcome ("skipped") still arrives, in order
                 self._taken_back += 1
