@@ -1,15 +1,17 @@
 """``process`` mode: one child process per worker, one socket pair, one reader thread.
 
 Starting: by default a fresh interpreter runs a tiny bootstrap (``python -u -c ...``) with the
-parent's ``sys.path``; the worker class and its arguments follow over the socket with
-cloudpickle (by value for ``__main__`` classes). The user's script is never re-run, so scripts
-without a ``__main__`` guard, ``python -c`` and notebooks work. ``mp_context="fork"`` forks.
+parent's ``sys.path``; the worker class and its arguments follow over the socket (plain pickle
+by reference when importable, else by value through ``class_transport``). The user's script
+is never re-run, so scripts without a ``__main__`` guard, ``python -c`` and notebooks work.
+``mp_context="fork"`` forks.
 
 Calling: a call is pickled once, outside any lock: in the caller's thread (plain pickle;
-cloudpickle for lambdas and ``__main__`` objects), or, for a pool's calls with non-scalar
+``class_transport`` for lambdas and ``__main__`` objects), or, for a pool's calls with non-scalar
 arguments, by this worker's writer thread (a slow argument then delays only this worker's
 calls). At most ``_WINDOW`` calls are handed to the child at once; they are ``running()``. Later
-ones wait here, pending: ``cancel()`` works on them and a pool may ``withdraw()`` them. The
+ones wait here, pending: ``cancel()`` works on them and a pool may ``withdraw()`` them (with
+``claims``, also those in the window the child has not claimed yet). The
 caller writes a small call itself; otherwise the writer thread sends queued calls in batches.
 One reader thread per worker resolves futures in order, checking each outcome's tag (call
 index, sender pid) so a stray outcome breaks the worker instead of answering another call.
