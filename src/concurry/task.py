@@ -158,14 +158,11 @@ class TaskFunction:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is None:
+        executor = self._executor
+        if exc_type is None or executor is None:
             self.stop()
-            return
-        with self._lock:  # an exception (Ctrl-C included): cancel what has not started, release soon
-            self._stopped = True
-            executor, self._executor = self._executor, None
-        if executor is not None:
-            executor._stop(min(EXIT_GRACE, executor._options.stop_timeout), True, True)
+        else:  # an exception (Ctrl-C included): cancel what has not started, release soon
+            self.stop(min(EXIT_GRACE, executor._options.stop_timeout), True)
 
     def __repr__(self) -> str:
         return f"<task {self.fn.__qualname__} {self._options}>"
