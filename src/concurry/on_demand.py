@@ -24,7 +24,7 @@ from .errors import WorkerStoppedError
 from .futures import BaseFuture, ConcurrentFuture, force_cancel, remaining, set_outcome
 from .options import WorkerOptions
 from .pool import PoolHandle
-from .pool_members import OwnThreads, PoolStop, pool_name, runs_on
+from .pool_members import OwnThreads, PoolStop, pool_name
 
 # After a stop's deadline, runners get this long to release the workers they still hold.
 _RELEASE_GRACE = 5.0
@@ -156,7 +156,7 @@ class OnDemandCore(PoolStop):
             return True
         with self._cond:
             backends = list(self._backends)
-        return any(runs_on(backend, current) for backend in backends)
+        return any(backend.runs_on(current) for backend in backends)
 
     def _release_now(self) -> None:
         self._shutdown_at_exit()

@@ -40,7 +40,7 @@ from .constants import ExecutionMode, LoadBalancingAlgorithm
 from .errors import WorkerCrashedError, WorkerStoppedError
 from .futures import BaseFuture, ConcurrentFuture, force_cancel, remaining, set_outcome
 from .options import WorkerOptions
-from .pool_members import OwnThreads, PoolStop, pool_name, runs_on, start_backends, stop_backends
+from .pool_members import OwnThreads, PoolStop, pool_name, start_backends, stop_backends
 from .proxy import WorkerHandle, handle_class
 
 _REPLACE_ATTEMPTS = 3
@@ -528,7 +528,7 @@ class PoolCore(PoolStop):
     def on_own_thread(self) -> bool:
         """Is the current thread one this pool runs user code on or waits for while stopping?"""
         current = threading.current_thread()
-        return current in self.own or any(runs_on(slot.backend, current) for slot in self.slots)
+        return current in self.own or any(slot.backend.runs_on(current) for slot in self.slots)
 
     def _release_now(self) -> None:
         self._shutdown(0.0, True)

@@ -93,16 +93,6 @@ def _first_ready(backends: list[Backend]) -> list[Backend]:
     return [b for b in backends if id(b.connection) in readable]  # type: ignore[attr-defined]
 
 
-# Where backends keep their own threads (worker thread, or a process worker's reader and writer).
-_BACKEND_THREADS = ("_thread", "_reader", "_writer")
-
-
-def runs_on(backend: Backend, thread: threading.Thread) -> bool:
-    """Is ``thread`` one of ``backend``'s own threads? User code (a method, a done callback)
-    runs there, and a stop called from it must not wait for the thread it is running on."""
-    return any(getattr(backend, attr, None) is thread for attr in _BACKEND_THREADS)
-
-
 class OwnThreads:
     """The helper threads a pool runs user code on or waits for (dispatcher, replacers,
     runners, stoppers): a ``stop()`` running on one of them must not wait for the rest of

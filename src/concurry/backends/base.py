@@ -92,6 +92,11 @@ class Backend(ABC):
         """True once the worker died on its own (not by ``stop()``); a pool replaces it."""
         return False
 
+    def runs_on(self, thread: threading.Thread) -> bool:
+        """Is ``thread`` one of this backend's own threads? User code (a method, a done
+        callback) runs there, and a stop called from it must not wait for that thread."""
+        return False
+
     def withdraw(self) -> list[tuple[ConcurrentFuture, str, tuple, dict]]:
         """Take back the calls handed to this backend that have not started.
 

@@ -119,6 +119,7 @@ class ProcessBackend(Backend):
     # ``claims`` (see Backend): calls in the window that have not started can be taken back
     # too, at the cost of a lock per call in the child (see ``process_child``).
     _reader: threading.Thread | None = None
+    _writer: threading.Thread | None = None
 
     # ---- starting ----
 
@@ -338,6 +339,9 @@ class ProcessBackend(Backend):
         else:
             self._queue.extend(items)
             self._wake.set()
+
+    def runs_on(self, thread: threading.Thread) -> bool:
+        return thread is self._reader or thread is self._writer
 
     def withdraw(self) -> list[tuple[ConcurrentFuture, str, tuple, dict]]:
         """Take back the calls not handed to the child yet (they wait in this process), and,
@@ -599,7 +603,7 @@ class ProcessBackend(Backend):
                 force_cancel(future)
         if crashed:
             self._notify_died()
-        writer = getattr(self, "_writer", None)
+        writer = self._writer
         if writer is not None and writer is not threading.current_thread():
             writer.join()
         with self._lock:

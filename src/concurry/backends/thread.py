@@ -101,6 +101,9 @@ class ThreadBackend(Backend):
                 force_cancel(current)
             self._queue.put(_SHUTDOWN)
 
+    def runs_on(self, thread: threading.Thread) -> bool:
+        return thread is self._thread
+
     @property
     def unfinished(self) -> int:
         """Calls submitted and not yet finished (queued or running); read by pool statistics."""
