@@ -96,3 +96,60 @@ def test_exit_with_busy_workers_is_prompt(tmp_path, how, mode, size):
     assert seconds < EXIT_BOUND, f"exit took {seconds:.1f} s"
     assert len(pids) == (size if mode == "process" else 0)
     assert wait_until(lambda: not any(process_alive(pid) for pid in pids), timeout=10)
+
+
+# A finalizer that stops a busy worker while the interpreter shuts down: the worker's threads
+# are frozen by then (Python 3.13's join() on them waited forever), so stop() must not wait for
+# them, and every call must still end. The class lives in its own module, so the frozen worker
+# thread does not keep the script's globals (and the finalizer) alive.
+SLEEPER_MODULE = textwrap.dedent(
+    """
+    import time
+    from concurry import worker
+
+    @worker
+    class Sleeper:
+        def nap(self, seconds):
+            time.sleep(seconds)
+    """
+)
+STOP_AT_TEARDOWN = textwrap.dedent(
+    """
+    import os, sys, time
+    from sleeper import Sleeper
+
+    mode, size = sys.argv[1], int(sys.argv[2])
+    options = {"mode": mode} if size == 1 else {"mode": mode, "max_workers": size}
+    handle = Sleeper.options(**options).init()
+    naps = [handle.nap(600) for _ in range(size)]
+    time.sleep(0.5)  # the naps have started
+
+    class StopsAtTeardown:
+        def __del__(self, handle=handle, naps=naps, write=os.write):  # (print is gone by then)
+            handle.stop(timeout=600)
+            write(1, f"STOPPED, every call done: {all(nap.done() for nap in naps)}\\n".encode())
+
+    holder = StopsAtTeardown()
+    print("READY", flush=True)
+    """
+)
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize(
+    ("mode", "size"), [("thread", 1), ("thread", 2), ("asyncio", 1), ("process", 1), ("process", 2)]
+)
+def test_stop_from_a_finalizer_at_exit_returns_and_ends_every_call(tmp_path, mode, size):
+    (tmp_path / "sleeper.py").write_text(SLEEPER_MODULE)
+    (tmp_path / "main.py").write_text(STOP_AT_TEARDOWN)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *(p for p in sys.path if p)])}
+    proc = subprocess.run(
+        [sys.executable, "main.py", mode, str(size)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["READY", "STOPPED, every call done: True"], proc.stderr

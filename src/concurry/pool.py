@@ -42,6 +42,7 @@ from .futures import BaseFuture, ConcurrentFuture, force_cancel, remaining, set_
 from .options import WorkerOptions
 from .pool_members import OwnThreads, PoolStop, pool_name, start_backends, stop_backends
 from .proxy import WorkerHandle, handle_class
+from .thread_exit import join
 
 _REPLACE_ATTEMPTS = 3
 _NO_CAP = sys.maxsize
@@ -555,7 +556,7 @@ class PoolCore(PoolStop):
             if waiting:
                 cf.wait(waiting, timeout=remaining(deadline))
         for thread in list(self._replacers):
-            thread.join(remaining(deadline))
+            join(thread, remaining(deadline))
         for slot in self.slots:  # not handed over by the deadline: cancelled, never pending
             for future, *_ in slot.take_queue():
                 force_cancel(future)

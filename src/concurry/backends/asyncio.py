@@ -16,6 +16,7 @@ from typing import Any
 
 from ..futures import BaseFuture, ConcurrentFuture, force_cancel, set_outcome
 from ..runtime import Runtime, call_has_futures
+from ..thread_exit import join
 from .base import Backend
 
 
@@ -78,12 +79,12 @@ class AsyncioBackend(Backend):
             self._cancel_inbox()
 
     def stop(self, timeout: float | None = None, cancel_futures: bool = False, wait: bool = True) -> None:
-        if not self._begin_stop():
-            if wait and threading.current_thread() is not self._thread:
-                self._thread.join(timeout)
-            return
         if threading.current_thread() is self._thread:
             wait = False  # stop() called from inside the worker: just start the shutdown
+        if not self._begin_stop():
+            if wait:
+                self._await_exit(timeout)  # also when stop() was begun earlier: the deadline holds
+            return
         if cancel_futures:
             # Now, from the caller: the loop may be blocked by a plain ``def`` call, and the
             # wake-up already scheduled would otherwise start the queued calls before _shutdown.
@@ -94,19 +95,20 @@ class AsyncioBackend(Backend):
             )
         except RuntimeError:
             pass
-        if not wait:
-            return
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            # Past the deadline: a plain ``def`` call may be blocking the loop (so _shutdown
-            # cannot run), or _shutdown is cancelling tasks right now. Either way, whatever has
-            # not finished is cancelled now; then give the loop a moment to wind down.
+        if wait:
+            self._await_exit(timeout)
+
+    def _await_exit(self, timeout: float | None) -> None:
+        if not join(self._thread, timeout):
+            # Past the deadline (or the interpreter is exiting): a plain ``def`` call may be
+            # blocking the loop (so _shutdown cannot run), or _shutdown is cancelling tasks now.
+            # Either way, what has not finished is cancelled; the loop gets a moment to wind down.
             self._cancel_inbox()
             for future in list(self._tasks.values()):
                 force_cancel(future)
             if self._current is not None:
                 force_cancel(self._current)
-            self._thread.join(1.0)
+            join(self._thread, 1.0)
 
     def _cancel_inbox(self) -> None:
         while True:

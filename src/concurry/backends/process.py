@@ -44,6 +44,7 @@ from typing import Any
 from ..errors import WorkerCrashedError
 from ..futures import BaseFuture, ConcurrentFuture, force_cancel, set_outcome
 from ..runtime import call_has_futures, collect_futures, replace_futures
+from ..thread_exit import join
 from . import process_child as child
 from . import process_wire as wire
 from .base import Backend
@@ -605,7 +606,7 @@ class ProcessBackend(Backend):
             self._notify_died()
         writer = self._writer
         if writer is not None and writer is not threading.current_thread():
-            writer.join()
+            join(writer)
         with self._lock:
             self._conn.close()
             self._close_control()
@@ -666,12 +667,23 @@ class ProcessBackend(Backend):
 
     def _await_reader(self, reader: threading.Thread, timeout: float | None) -> None:
         """Wait for the child to finish until ``timeout``, then kill it (its calls are cancelled)."""
-        reader.join(timeout)
-        if reader.is_alive():
-            with self._lock:
-                self._killing = True
+        if join(reader, timeout):
+            return
+        if sys.is_finalizing():  # the reader is frozen for good (it may even hold our lock)
             self._process.kill()
-            reader.join()
+            self._abandon()
+            return
+        with self._lock:
+            self._killing = True
+        self._process.kill()
+        reader.join()
+
+    def _abandon(self) -> None:
+        """At interpreter exit, with the reader frozen: cancel what it would have settled (only
+        this thread runs now, so nothing changes under us; the killed child needs no reaping)."""
+        waiting = [entry[0] for entry in (*self._unsent, *self._held) if entry[0] is not STOP]
+        for future in [f for f in self._pending if f is not None] + waiting:
+            force_cancel(future)
 
 
 _PLAIN = (int, float, str, bytes, bool, type(None))

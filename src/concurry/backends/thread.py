@@ -21,6 +21,7 @@ from typing import Any
 
 from ..futures import BaseFuture, ConcurrentFuture, force_cancel, set_outcome
 from ..runtime import Runtime
+from ..thread_exit import join
 from .base import Backend
 
 _SHUTDOWN = None  # queue sentinel
@@ -91,10 +92,9 @@ class ThreadBackend(Backend):
             self._await_exit(timeout)  # also when stop() was begun earlier: the deadline holds
 
     def _await_exit(self, timeout: float | None) -> None:
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            # The running call ignored the deadline: cancel everything it still holds up.
-            # The daemon thread exits on its own once that call returns.
+        if not join(self._thread, timeout):
+            # The running call ignored the deadline, or the interpreter is exiting: cancel
+            # everything it still holds up. The daemon thread exits once that call returns.
             self._cancel_queued()
             current = self._current
             if current is not None:
