@@ -8,7 +8,7 @@ import time
 
 from common import Row, best_of, timed
 from concurry import ExecutionMode, TaskWorker, worker
-from concurry.options import resolve_options
+from concurry.config import resolve_options
 from concurry.pool import create_pool
 
 TITLE = "Worker pools"

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 
 import pytest
 
 from concurry import ExecutionMode, RetryAlgorithm, global_config, temp_config, worker
-from concurry.options import resolve_options
+from concurry.config import resolve_options
 
 
 class Thing:
@@ -47,7 +48,7 @@ def test_sections_exist_and_have_the_spec_defaults():
     for key in ("max_workers", "max_queued_tasks", "blocking", "unwrap_futures", "num_retries", "retry_on",
                 "retry_algorithm", "retry_wait", "retry_jitter", "retry_until", "stop_timeout"):
         assert key in dump
-    assert set(global_config.effective("thread")) == set(dump)
+    assert set(dump) == {"mode", *global_config.effective("thread")}  # only defaults has a mode
 
 
 def test_mode_section_falls_back_to_defaults_until_set():
@@ -291,3 +292,211 @@ def test_stop_timeout_from_config():
     w.stop()  # no timeout given: the configured 0.1 s applies, so stop returns
     assert running.cancelled()
     gate.set()
+
+
+# ---- reading a setting gives what a worker of that section's mode gets ----
+
+MODES = [m.value for m in ExecutionMode]
+RESOLVED = {  # setting name -> how to read it from a resolved WorkerOptions
+    "max_queued_tasks": lambda o: o.max_queued_tasks,
+    "load_balancing": lambda o: o.load_balancing,
+    "blocking": lambda o: o.blocking,
+    "unwrap_futures": lambda o: o.unwrap_futures,
+    "num_retries": lambda o: o.retry.num_retries,
+    "retry_wait": lambda o: o.retry.retry_wait,
+    "mp_context": lambda o: o.mp_context,
+    "stop_timeout": lambda o: o.stop_timeout,
+    "max_workers": lambda o: o.max_workers,
+}
+
+
+def test_per_mode_setting_reads_the_defaults_value_it_falls_back_to():
+    global_config.defaults.max_workers = 4
+    assert global_config.thread.max_workers == 4
+    assert global_config.process.max_workers == 4
+    assert global_config.sync.max_workers == 1 and global_config.asyncio.max_workers == 1  # one worker
+    global_config.thread.max_workers = 2
+    assert global_config.thread.max_workers == 2
+    assert global_config.process.max_workers == 4 and global_config.defaults.max_workers == 4
+
+
+def test_mode_built_in_values_read_back_and_yield_to_a_set_default():
+    assert global_config.process.max_queued_tasks == 100 and global_config.ray.max_queued_tasks == 3
+    assert global_config.thread.max_queued_tasks is None
+    global_config.defaults.max_queued_tasks = 5  # set by the user: beats the built-in per-mode value
+    assert global_config.process.max_queued_tasks == 5
+    assert resolve_options({"mode": ExecutionMode.PROCESS}).max_queued_tasks == 5
+    global_config.process.max_queued_tasks = None  # None is a value here: no cap
+    assert global_config.process.max_queued_tasks is None
+    assert resolve_options({"mode": ExecutionMode.PROCESS}).max_queued_tasks is None
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_setting_read_back_equals_what_init_resolves(mode):
+    global_config.defaults.max_workers = 3
+    global_config.defaults.num_retries = 2
+    global_config.defaults.mp_context = "forkserver"
+    global_config.thread.retry_wait = 0.25
+    global_config.process.blocking = True
+    global_config.ray.stop_timeout = 4.0
+    global_config.asyncio.unwrap_futures = False
+    resolved = resolve_options({"mode": ExecutionMode(mode)})
+    section = global_config.section(mode)
+    for name, read in RESOLVED.items():
+        assert getattr(section, name) == read(resolved), name
+        assert global_config.effective(mode)[name] == read(resolved), name
+
+
+def test_del_makes_a_setting_not_set_again():
+    global_config.defaults.max_workers = 4
+    global_config.thread.max_workers = 2
+    del global_config.thread.max_workers
+    assert global_config.thread.max_workers == 4  # falls back again
+    assert "max_workers" not in global_config.thread.model_fields_set
+    del global_config.thread.max_workers  # not set: nothing to do
+    del global_config.defaults.max_workers
+    assert global_config.defaults.max_workers == 1 and global_config.thread.max_workers == 1
+    global_config.thread.max_queued_tasks = None
+    assert "max_queued_tasks" in global_config.thread.model_fields_set  # None is a value, not "unset"
+    with pytest.raises(AttributeError, match=r"unknown setting 'max_wrkers' for global_config\.thread"):
+        del global_config.thread.max_wrkers
+
+
+# ---- dumps ----
+
+def test_model_dump_gives_effective_values_and_explain_says_where_from():
+    global_config.defaults.num_retries = 4
+    global_config.thread.blocking = True
+    dump = global_config.thread.model_dump()
+    assert dump["num_retries"] == 4 and dump["blocking"] is True and dump["max_workers"] == 1
+    assert "mode" not in dump
+    assert global_config.thread.model_dump(exclude_unset=True) == {"blocking": True}
+    assert global_config.model_dump(exclude_unset=True)["defaults"] == {"num_retries": 4}
+    assert global_config.model_dump()["process"]["max_queued_tasks"] == 100
+    rows = global_config.thread.explain()
+    assert set(rows) == set(dump)
+    assert rows["blocking"] == (True, True, "global_config.thread")
+    assert rows["num_retries"] == (4, False, "global_config.defaults")
+    assert rows["stop_timeout"] == (30.0, False, "built-in")
+    assert global_config.process.explain()["max_queued_tasks"] == (100, False, "built-in")
+    global_config.defaults.max_workers = 5
+    assert global_config.sync.explain()["max_workers"].value == 1
+    assert global_config.sync.explain()["max_workers"].source.startswith("built-in")
+    assert "blocking=True" in repr(global_config.thread)
+
+
+# ---- a section is a mode: it has no mode setting ----
+
+@pytest.mark.parametrize("section", MODES)
+def test_mode_sections_have_no_mode_setting(section):
+    with pytest.raises(ValueError) as info:
+        global_config.section(section).mode = "thread"
+    assert f"global_config.{section} has no 'mode' setting" in str(info.value)
+    assert "global_config.defaults.mode" in str(info.value)
+    with pytest.raises(AttributeError, match=r"global_config\.defaults\.mode"):
+        global_config.section(section).mode  # noqa: B018
+    key = f"{section}_mode"
+    expected = f"unknown temp_config key '{key}'.*global_mode"
+    with pytest.raises(ValueError, match=expected), temp_config(**{key: "thread"}):
+        pass
+    global_config.defaults.mode = "thread"  # the default mode lives in defaults
+    assert global_config.default_mode() is ExecutionMode.THREAD
+
+
+def test_sections_cannot_be_replaced_and_survive_reset():
+    thread = global_config.thread
+    with pytest.raises(TypeError, match=r"global_config\.thread is a section"):
+        global_config.thread = {"max_workers": 3}
+    thread.max_workers = 3
+    global_config.reset()
+    assert global_config.thread is thread and thread.max_workers == 1
+
+
+# ---- every invalid value: ValueError/TypeError naming the setting, never pydantic's error ----
+
+BAD_VALUES = [
+    ("thread", "max_workers", -3, ValueError, "must be an int >= 0"),
+    ("thread", "max_workers", "8", TypeError, "must be an int >= 0"),
+    ("defaults", "blocking", "sometimes", TypeError, "must be True or False"),
+    ("defaults", "mode", "nowhere", ValueError, "is not accepted; use one of 'sync'"),
+    ("process", "mp_context", "vfork", ValueError, "is not accepted; use one of 'spawn'"),
+    ("process", "max_queued_tasks", 0, ValueError, "must be an int >= 1"),
+    ("defaults", "retry_jitter", 3.0, ValueError, r"must be a finite number in \[0.0, 1.0\]"),
+    ("defaults", "retry_wait", float("inf"), ValueError, "must be a finite number >= 0.0"),
+    ("ray", "stop_timeout", "1", TypeError, "must be a finite number >= 0.0"),
+    ("ray", "polling_interval", {"a": 1.0}, TypeError, "must be a finite number >= 0.0"),
+    ("ray", "polling_algorithm", "sometimes", ValueError, "is not accepted; use one of"),
+    ("thread", "load_balancing", "best", ValueError, "is not accepted; use one of 'round_robin'"),
+    ("thread", "retry_on", 3, TypeError, "must be an exception class or a callable"),
+    ("asyncio", "max_workers", 2, ValueError, "sync and asyncio run one worker"),
+]
+
+
+@pytest.mark.parametrize(("section", "name", "value", "kind", "accepted"), BAD_VALUES)
+def test_invalid_value_raises_a_plain_error_naming_the_setting(section, name, value, kind, accepted):
+    target = global_config.section(section)
+    before = target.model_dump()[name]
+    with pytest.raises((ValueError, TypeError)) as info:
+        setattr(target, name, value)
+    assert type(info.value) is kind  # not a subclass such as pydantic's ValidationError
+    message = str(info.value)
+    assert message.startswith(f"global_config.{section}.{name}")
+    assert re.search(accepted, message), message
+    assert "pydantic" not in message
+    assert target.model_dump()[name] == before  # nothing changed
+    key = f"{'global' if section == 'defaults' else section}_{name}"
+    with pytest.raises(kind, match=accepted), temp_config(**{key: value}):
+        pass
+
+
+SHARED_CANDIDATES = {
+    "max_workers": [1, 2, 0, -1, "2", True, 2.0],
+    "max_queued_tasks": [None, 1, 0, "3", 5],
+    "load_balancing": ["rr", "LEAST_ACTIVE", "best", 1],
+    "blocking": [True, False, 1, "yes", None],
+    "unwrap_futures": [True, 0],
+    "num_retries": [0, 3, -1, {"*": 2}, {"*": -2}, 1.5],
+    "retry_on": [ValueError, (KeyError, OSError), "x", lambda exception, **ctx: True],
+    "retry_algorithm": ["linear", "exp", "zigzag"],
+    "retry_wait": [0, 2.5, -1, float("nan"), {"m": 1.0}],
+    "retry_jitter": [0, 1, 1.5],
+    "retry_until": [None, callable, 3],
+    "mp_context": ["spawn", "FORK", "vfork", 1],
+    "mode": ["threads", "proc", "gpu", None],
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHARED_CANDIDATES))
+def test_config_and_options_accept_the_same_values(name):
+    section = global_config.defaults if name == "mode" else global_config.thread
+
+    def accepted(call, *args, **kwargs):
+        try:
+            call(*args, **kwargs)
+        except (ValueError, TypeError):
+            return False
+        return True
+
+    for value in SHARED_CANDIDATES[name]:
+        extra = {} if name == "mode" else {"mode": "thread"}
+        if name == "max_workers":  # 0 alone is a combination error in options(): it needs on_demand
+            extra["on_demand"] = True
+        in_options = accepted(ThingWorker.options, **extra, **{name: value})
+        in_config = accepted(setattr, section, name, value)
+        assert in_options == in_config, (name, value)
+
+
+# ---- temp_config restores exactly, "not set" included ----
+
+def test_temp_config_restores_not_set_and_set_values_exactly():
+    global_config.defaults.num_retries = 2
+    global_config.process.blocking = True
+    before = {name: global_config.section(name).explain() for name in global_config.SECTIONS}
+    with temp_config(thread_num_retries=5, process_blocking=False, global_num_retries=7, ray_max_workers=2):
+        assert global_config.thread.num_retries == 5 and global_config.asyncio.num_retries == 7
+        assert global_config.process.blocking is False and global_config.ray.max_workers == 2
+        global_config.sync.blocking = True  # set by hand inside the block: not temp_config's to undo
+    assert global_config.sync.explain()["blocking"] == (True, True, "global_config.sync")
+    del global_config.sync.blocking
+    assert {name: global_config.section(name).explain() for name in global_config.SECTIONS} == before
+    assert global_config.thread.explain()["num_retries"] == (2, False, "global_config.defaults")

@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from concurry import ExecutionMode, Worker, WorkerStoppedError, worker
-from concurry.options import ACCEPTED_OPTIONS, CORE_OPTIONS, resolve_options
+from concurry.config import resolve_options
+from concurry.options import ACCEPTED_OPTIONS, CORE_OPTIONS
 
 
 class Plain:

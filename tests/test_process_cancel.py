@@ -114,7 +114,7 @@ def test_with_claims_calls_in_the_childs_window_are_taken_back_too(tmp_path):
     """A pool balancing by ``active`` sets ``claims``: then even calls already handed to a busy
     child come back (their futures stay running), and the child never runs them."""
     from concurry.backends.process import ProcessBackend
-    from concurry.options import resolve_options
+    from concurry.config import resolve_options
 
     options = resolve_options({"mode": "process"})
     backend = ProcessBackend(Log, (), {}, options, "claims-test")

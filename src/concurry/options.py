@@ -1,8 +1,8 @@
 """Worker options: each one validated once, at ``options()``/``@worker(...)`` time (SPEC §2.2).
 
-``validate_options`` checks what the user typed; ``resolve_options`` merges those values with
-``global_config`` at ``init()`` time into one immutable ``WorkerOptions``, which is then passed
-down and never re-validated on the hot path.
+``validate_options`` checks what the user typed; ``config.resolve_options`` merges those values
+with ``global_config`` at ``init()`` time into one immutable ``WorkerOptions``, which is then
+passed down and never re-validated on the hot path. ``config`` imports this module, not back.
 """
 
 from __future__ import annotations
@@ -223,41 +223,3 @@ class WorkerOptions:
     def is_pool(self) -> bool:
         return self.on_demand or self.max_workers > 1
 
-
-def resolve_options(given: Mapping[str, Any]) -> WorkerOptions:
-    """Merge validated user options over ``global_config`` (SPEC §2.2 precedence)."""
-    from .config import global_config
-
-    mode = given.get("mode") or global_config.default_mode()
-
-    def pick(name: str) -> Any:
-        return given[name] if name in given else global_config.lookup(mode, name)
-
-    on_demand = given.get("on_demand", False)
-    balancing = given.get("load_balancing") or pick(
-        "load_balancing_on_demand" if on_demand else "load_balancing"
-    )
-    values = {"mode": mode, "on_demand": on_demand}
-    if "max_workers" in given:  # the user asked for this pool size: it must fit the mode
-        max_workers = values["max_workers"] = given["max_workers"]
-    else:
-        # A pool size from global_config is a default, not a request: sync/asyncio get 1 (lookup
-        # sees to that), and 0 (meaningful only for on-demand pools) means one worker otherwise.
-        max_workers = global_config.lookup(mode, "max_workers")
-        if max_workers == 0 and not on_demand:
-            max_workers = 1
-    _check_single_worker_modes(values)
-    return WorkerOptions(
-        mode=mode,
-        max_workers=max_workers,
-        load_balancing=balancing,
-        on_demand=on_demand,
-        max_queued_tasks=pick("max_queued_tasks"),
-        blocking=pick("blocking"),
-        unwrap_futures=pick("unwrap_futures"),
-        limits=given.get("limits"),
-        retry=RetryOptions(**{name: pick(name) for name in RETRY_OPTIONS}),
-        mp_context=pick("mp_context"),
-        ray_options={k: v for k, v in given.items() if k in RAY_OPTIONS},
-        stop_timeout=pick("stop_timeout"),
-    )

@@ -13,7 +13,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar, overload
 
-from .options import _check_single_worker_modes, resolve_options, validate_options
+from .config import resolve_options
+from .options import _check_single_worker_modes, validate_options
 from .validation import check_init_args
 
 T = TypeVar("T", bound=type)
