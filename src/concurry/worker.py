@@ -11,15 +11,34 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, ClassVar, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, overload
 
 from .options import _check_single_worker_modes, resolve_options, validate_options
 from .validation import check_init_args
 
-T = TypeVar("T", bound=type)
+if TYPE_CHECKING:
+    from .proxy import WorkerHandle
+
+#: What a builder's ``init()`` returns: a worker handle, or a TaskWorker's (an Executor too).
+H = TypeVar("H", bound="WorkerHandle", covariant=True)
 
 
-def _options(cls: type, options: dict[str, Any]) -> WorkerBuilder:
+class WorkerClass(Protocol):
+    """What type checkers see for a ``@worker`` class (the decorator's return type).
+
+    The honest part of what the class now is: calling it, ``init(...)`` and ``options(...).init(...)``
+    return a worker handle, not an instance. The class's own attributes are still there (``Any``,
+    as typing cannot say "the same class, plus these"). mypy ignores class decorators' return
+    types; its plugin ``concurry.mypy_plugin`` says the same thing while keeping the class a class.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> WorkerHandle: ...
+    def init(self, *args: Any, **kwargs: Any) -> WorkerHandle: ...
+    def options(self, **options: Any) -> WorkerBuilder[WorkerHandle]: ...
+    def __getattr__(self, name: str) -> Any: ...
+
+
+def _options(cls: type, options: dict[str, Any]) -> WorkerBuilder[Any]:
     return WorkerBuilder(cls, _merge(cls.__concurry_options__, options))  # type: ignore[attr-defined]
 
 
@@ -39,7 +58,7 @@ class WorkerMeta(type):
         """Build a real instance (used where the instance lives), skipping ``__call__`` above."""
         return super().__call__(*args, **kwargs)
 
-    def options(cls, **options: Any) -> WorkerBuilder:
+    def options(cls, **options: Any) -> WorkerBuilder[WorkerHandle]:
         """A builder with these options over the class defaults; the class is left unchanged.
 
         Options are validated now (unknown names, wrong types and out-of-range values raise
@@ -47,7 +66,7 @@ class WorkerMeta(type):
         """
         return _options(cls, options)
 
-    def init(cls, *args: Any, **kwargs: Any) -> Any:
+    def init(cls, *args: Any, **kwargs: Any) -> WorkerHandle:
         """Create a worker (or a pool, SPEC §4) with the class defaults; args go to ``__init__``."""
         return _init(cls, args, kwargs)
 
@@ -82,18 +101,21 @@ class Worker:
             _building.cls = None
 
     @classmethod
-    def options(cls, **options: Any) -> WorkerBuilder:
+    def options(cls, **options: Any) -> WorkerBuilder[WorkerHandle]:
         """A builder with these options over the class defaults; see ``WorkerMeta.options``."""
         return _options(cls, options)
 
     @classmethod
-    def init(cls, *args: Any, **kwargs: Any) -> Any:
+    def init(cls, *args: Any, **kwargs: Any) -> WorkerHandle:
         """Create a worker (or a pool, SPEC §4) with the class defaults; args go to ``__init__``."""
         return _init(cls, args, kwargs)
 
 
-class WorkerBuilder:
-    """The result of ``W.options(...)``: holds validated options until ``init()``."""
+class WorkerBuilder(Generic[H]):
+    """The result of ``W.options(...)``: holds validated options until ``init()``.
+
+    ``H`` is the handle type ``init()`` returns (``WorkerHandle``; a TaskWorker's is an Executor).
+    """
 
     __slots__ = ("_cls", "_options")
 
@@ -101,10 +123,10 @@ class WorkerBuilder:
         self._cls = cls
         self._options = options
 
-    def options(self, **options: Any) -> WorkerBuilder:
+    def options(self, **options: Any) -> WorkerBuilder[H]:
         return WorkerBuilder(self._cls, _merge(self._options, options))
 
-    def init(self, *args: Any, **kwargs: Any) -> Any:
+    def init(self, *args: Any, **kwargs: Any) -> H:
         """Create the worker (or pool). Limits and retry options are validated and stored now;
         they take effect once the limits and retries features land (SPEC §10, §11)."""
         options = resolve_options(self._options)
@@ -165,9 +187,9 @@ def _make_worker_class(cls: type, options: dict[str, Any]) -> type:
 
 
 @overload
-def worker(cls: T, /) -> T: ...
+def worker(cls: type[Any], /) -> WorkerClass: ...
 @overload
-def worker(cls: None = None, /, **options: Any) -> Callable[[T], T]: ...
+def worker(cls: None = None, /, **options: Any) -> Callable[[type[Any]], WorkerClass]: ...
 
 
 def worker(cls: type | None = None, /, **options: Any) -> Any:
