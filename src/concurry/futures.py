@@ -203,6 +203,9 @@ class _ChainedFuture(ConcurrentFuture[T]):
     def running(self) -> bool:
         return self._source.running()
 
+    def __repr__(self) -> str:  # the public class's name, not this private one
+        return super().__repr__().replace(type(self).__name__, "ConcurrentFuture", 1)
+
 
 class AsyncioFuture(BaseFuture[T]):
     """Adapts an ``asyncio.Future`` (or task) so other threads can block on it."""
