@@ -147,7 +147,7 @@ def _raise(error: BaseException) -> None:
 
 @overload
 def gather(  # type: ignore[overload-overlap]
-    fs: Mapping[K, Any],
+    fs: Mapping[K, object],
     *,
     return_exceptions: bool = ...,
     iter: Literal[False] = ...,
@@ -156,7 +156,7 @@ def gather(  # type: ignore[overload-overlap]
 ) -> dict[K, Any]: ...
 @overload
 def gather(  # type: ignore[overload-overlap]
-    fs: Mapping[K, Any],
+    fs: Mapping[K, object],
     *,
     return_exceptions: bool = ...,
     iter: Literal[True],
@@ -278,7 +278,7 @@ def _in_input_order(plan: _Plan, results: dict[Any, Any]) -> Any:
 
 @overload
 def async_gather(  # type: ignore[overload-overlap]
-    fs: Mapping[K, Any],
+    fs: Mapping[K, object],
     *,
     return_exceptions: bool = ...,
     iter: Literal[False] = ...,

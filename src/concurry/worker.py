@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, overload
 
 from .options import _check_single_worker_modes, resolve_options, validate_options
 from .validation import check_init_args
@@ -23,19 +23,30 @@ if TYPE_CHECKING:
 H = TypeVar("H", bound="WorkerHandle", covariant=True)
 
 
-class WorkerClass(Protocol):
-    """What type checkers see for a ``@worker`` class (the decorator's return type).
+class _WorkerClassMeta(type):
+    def __getattr__(cls, name: str) -> Any:  # for type checkers: the class's own attributes
+        raise AttributeError(name)
+
+
+class WorkerClass(metaclass=_WorkerClassMeta):
+    """What type checkers see for a ``@worker`` class: ``worker`` returns ``type[WorkerClass]``.
 
     The honest part of what the class now is: calling it, ``init(...)`` and ``options(...).init(...)``
-    return a worker handle, not an instance. The class's own attributes are still there (``Any``,
-    as typing cannot say "the same class, plus these"). mypy ignores class decorators' return
-    types; its plugin ``concurry.mypy_plugin`` says the same thing while keeping the class a class.
+    return a worker handle, not an instance, and it can still be subclassed. Its own attributes
+    are ``Any`` (typing cannot say "the same class, plus these"). Never instantiated. mypy ignores
+    class decorators' return types: its plugin ``concurry.mypy_plugin`` says the same thing.
     """
 
-    def __call__(self, *args: Any, **kwargs: Any) -> WorkerHandle: ...
-    def init(self, *args: Any, **kwargs: Any) -> WorkerHandle: ...
-    def options(self, **options: Any) -> WorkerBuilder[WorkerHandle]: ...
-    def __getattr__(self, name: str) -> Any: ...
+    def __new__(cls, *args: Any, **kwargs: Any) -> WorkerHandle:
+        raise TypeError("WorkerClass only describes @worker classes to type checkers")
+
+    @classmethod
+    def init(cls, *args: Any, **kwargs: Any) -> WorkerHandle:
+        raise TypeError("WorkerClass only describes @worker classes to type checkers")
+
+    @classmethod
+    def options(cls, **options: Any) -> WorkerBuilder[WorkerHandle]:
+        raise TypeError("WorkerClass only describes @worker classes to type checkers")
 
 
 def _options(cls: type, options: dict[str, Any]) -> WorkerBuilder[Any]:
@@ -85,7 +96,7 @@ class Worker:
 
     __concurry_options__: ClassVar[dict[str, Any]] = {}
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+    def __new__(cls, *args: Any, **kwargs: Any) -> WorkerHandle:  # (a real instance only inside the worker)
         if getattr(_building, "cls", None) is cls:
             _building.cls = None  # only this one: workers its __init__ creates are handles
             parent_new = super().__new__
@@ -187,9 +198,9 @@ def _make_worker_class(cls: type, options: dict[str, Any]) -> type:
 
 
 @overload
-def worker(cls: type[Any], /) -> WorkerClass: ...
+def worker(cls: type[Any], /) -> type[WorkerClass]: ...
 @overload
-def worker(cls: None = None, /, **options: Any) -> Callable[[type[Any]], WorkerClass]: ...
+def worker(cls: None = None, /, **options: Any) -> Callable[[type[Any]], type[WorkerClass]]: ...
 
 
 def worker(cls: type | None = None, /, **options: Any) -> Any:
