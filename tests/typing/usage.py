@@ -7,6 +7,7 @@ import asyncio
 import concurrent.futures as cf
 from typing import Any
 
+from pydantic import BaseModel
 from typing_extensions import assert_type
 
 from concurry import (
@@ -54,6 +55,20 @@ class Derived(Counter):  # subclassing a decorated class keeps working
     pass
 
 
+@worker(mode="thread")
+class Model(BaseModel):
+    x: int
+
+
+class ModelWorker(Worker, BaseModel):
+    x: int
+
+
+class Helper:
+    def double(self, n: int) -> int:
+        return 2 * n
+
+
 def workers() -> None:
     with Counter.init(10) as c:
         assert_type(c, WorkerHandle)
@@ -71,6 +86,10 @@ def workers() -> None:
     assert_type(Subclassed.options(mode="thread").init(1), WorkerHandle)
     assert_type(Derived(3), WorkerHandle)
     assert_type(Derived.init(3), WorkerHandle)
+    assert_type(Model(x=1), WorkerHandle)
+    assert_type(ModelWorker.options(mode="sync").init(x=1), WorkerHandle)
+    assert_type(worker(Helper)(), WorkerHandle)  # the decorator called as a function
+    assert_type(worker(mode="thread")(Helper).init(), WorkerHandle)
 
 
 def futures() -> None:
