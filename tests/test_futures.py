@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import re
 import threading
 
 import pytest
@@ -426,3 +427,71 @@ def test_many_threads_waiting_on_one_future_all_wake(m):
             assert [x.result(timeout=10) for x in waiters] == ["opened"] * 8
     finally:
         w.stop()
+
+
+# ---- repr: what concurrent.futures says ----
+
+_REPR = r"<(?P<cls>[A-Z]\w*) at 0x[0-9a-f]+ state=(?P<state>.+)>"
+
+
+def _state(future) -> str:
+    match = re.fullmatch(_REPR, repr(future))
+    assert match, f"repr not like concurrent.futures': {future!r}"
+    return match["state"]
+
+
+def test_repr_of_worker_futures_says_what_it_returned_or_raised(mode):
+    w = worker(Slow).options(mode=mode).init()
+    try:
+        ok, failed = w.value(7), w.fail()
+        assert ok.result(timeout=30) == 7
+        failed.exception(timeout=30)
+        assert _state(ok) == "finished returned int"
+        assert _state(failed) == "finished raised IndexError"
+    finally:
+        w.stop()
+
+
+def test_repr_of_sync_and_wrapped_concurrent_futures():
+    assert _state(SyncFuture("x")) == "finished returned str"
+    assert _state(SyncFuture(exception=KeyError("k"))) == "finished raised KeyError"
+    assert _state(wrap_future(3)) == "finished returned int"
+    source = cf.Future()
+    wrapped = wrap_future(source)
+    assert repr(wrapped).startswith("<ConcurrentFuture at ")  # the public name, not a private one
+    assert _state(wrapped) == "pending"
+    source.set_result(1.5)
+    assert _state(wrapped) == "finished returned float"
+    failed = cf.Future()
+    failed.set_exception(KeyError("k"))
+    assert _state(wrap_future(failed)) == "finished raised KeyError"
+    cancelled = cf.Future()
+    wrapped = wrap_future(cancelled)
+    cancelled.cancel()
+    assert _state(wrapped) == "cancelled"
+
+
+def test_repr_of_asyncio_futures(loop_thread):
+    fut = loop_thread.new_future()
+    wrapped = wrap_future(fut)
+    assert repr(wrapped).startswith("<AsyncioFuture at ")
+    assert _state(wrapped) == "running"  # as its running() says
+    loop_thread.call(fut.set_result, [1])
+    wrapped.result(timeout=5)
+    assert _state(wrapped) == "finished returned list"
+    fut = loop_thread.new_future()
+    wrapped = wrap_future(fut)
+    loop_thread.call(fut.set_exception, KeyError("k"))
+    wrapped.exception(timeout=5)
+    assert _state(wrapped) == "finished raised KeyError"
+    fut = loop_thread.new_future()
+    wrapped = wrap_future(fut)
+    wrapped.cancel()
+    assert _wait(wrapped.cancelled)
+    assert _state(wrapped) == "cancelled"
+
+
+def test_wrap_future_of_an_object_it_cannot_wrap_names_what_it_accepts():
+    object_ref = type("ObjectRef", (), {"__module__": "ray._raylet"})()  # looks like Ray's
+    with pytest.raises(TypeError, match=r"Ray ObjectRef.*concurrent\.futures\.Future.*asyncio\.Future"):
+        wrap_future(object_ref)

@@ -3,7 +3,9 @@
 ``BaseFuture`` is the one interface. Local modes return ``ConcurrentFuture`` (a real
 ``concurrent.futures.Future``, so ``concurrent.futures.wait``/``as_completed`` and
 ``asyncio.wrap_future`` accept it) or ``SyncFuture`` (born resolved, equally interoperable).
-``AsyncioFuture`` and ``RayFuture`` adapt foreign futures; ``wrap_future`` picks the right one.
+``AsyncioFuture`` adapts an asyncio future; ``wrap_future`` picks the right one. ``BaseFuture[T]``
+is generic in the result type (``typing.Generic`` adds no per-future cost: no ``__new__`` or
+``__init__``, only class-level ``__class_getitem__``), so ``wrap_future(1).result()`` is an ``int``.
 
 Private ``concurrent.futures.Future`` internals are touched in exactly three places, each because
 no public API can do it without a cost on every call: the two ``__init__`` below (a condition
@@ -21,7 +23,10 @@ import threading
 import time
 from collections.abc import Callable, Generator
 from concurrent.futures._base import CANCELLED_AND_NOTIFIED, FINISHED, PENDING, RUNNING
-from typing import Any
+from typing import Any, Generic, TypeVar, overload
+
+T = TypeVar("T")
+F = TypeVar("F", bound="BaseFuture[Any]")
 
 CancelledError = cf.CancelledError
 
@@ -34,12 +39,15 @@ else:
         a wait timeout raises this, which is both, so either ``except`` catches it (SPEC §6)."""
 
 
-class BaseFuture:
-    """What every call returns: the ``concurrent.futures.Future`` API, plus ``await``."""
+class BaseFuture(Generic[T]):
+    """What every call returns: the ``concurrent.futures.Future`` API, plus ``await``.
+
+    ``T`` is the result type: ``result()`` returns it and ``await future`` gives it.
+    """
 
     __slots__ = ()
 
-    def result(self, timeout: float | None = None) -> Any:
+    def result(self, timeout: float | None = None) -> T:
         raise NotImplementedError
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
@@ -57,10 +65,10 @@ class BaseFuture:
     def cancel(self) -> bool:
         raise NotImplementedError
 
-    def add_done_callback(self, fn: Callable[[BaseFuture], object]) -> None:
+    def add_done_callback(self, fn: Callable[[BaseFuture[T]], object]) -> None:
         raise NotImplementedError
 
-    def __await__(self) -> Generator[Any, None, Any]:
+    def __await__(self) -> Generator[Any, None, T]:
         raise NotImplementedError
 
 
@@ -104,7 +112,7 @@ class _LazyCondition:
             self._condition.notify_all()
 
 
-class ConcurrentFuture(cf.Future, BaseFuture):
+class ConcurrentFuture(cf.Future[T], BaseFuture[T]):
     """A thread-safe future; it *is* a ``concurrent.futures.Future``."""
 
     def __init__(self) -> None:
@@ -117,12 +125,12 @@ class ConcurrentFuture(cf.Future, BaseFuture):
         self._waiters = []
         self._done_callbacks = []
 
-    def __await__(self) -> Generator[Any, None, Any]:
+    def __await__(self) -> Generator[Any, None, T]:
         return asyncio.wrap_future(self).__await__()
 
     if sys.version_info < (3, 11):
 
-        def result(self, timeout: float | None = None) -> Any:
+        def result(self, timeout: float | None = None) -> T:
             try:
                 return super().result(timeout)
             except cf.TimeoutError as exc:
@@ -149,10 +157,19 @@ class ConcurrentFuture(cf.Future, BaseFuture):
 _SHARED_CONDITION = threading.Condition()
 
 
-class SyncFuture(ConcurrentFuture):
+class SyncFuture(ConcurrentFuture[T]):
     """An already-resolved future (``sync`` mode, plain values given to ``wrap_future``)."""
 
-    def __init__(self, result: Any = None, exception: BaseException | None = None):
+    @overload
+    def __init__(self: SyncFuture[T], result: T, exception: None = None) -> None: ...
+    @overload
+    def __init__(self: SyncFuture[Any], result: Any, exception: BaseException) -> None: ...
+    @overload
+    def __init__(self: SyncFuture[Any], *, exception: BaseException) -> None: ...
+    @overload
+    def __init__(self: SyncFuture[None], result: None = None, exception: None = None) -> None: ...
+
+    def __init__(self, result: Any = None, exception: BaseException | None = None) -> None:
         self._condition = _SHARED_CONDITION
         self._state = FINISHED
         self._result = result
@@ -161,15 +178,15 @@ class SyncFuture(ConcurrentFuture):
         self._done_callbacks = []
 
 
-class _ChainedFuture(ConcurrentFuture):
+class _ChainedFuture(ConcurrentFuture[T]):
     """A ``ConcurrentFuture`` mirroring a foreign ``concurrent.futures.Future``."""
 
-    def __init__(self, source: cf.Future):
+    def __init__(self, source: cf.Future[T]):
         super().__init__()
         self._source = source
         source.add_done_callback(self._copy_outcome)
 
-    def _copy_outcome(self, source: cf.Future) -> None:
+    def _copy_outcome(self, source: cf.Future[T]) -> None:
         if source.cancelled():
             super().cancel()
             return
@@ -186,20 +203,23 @@ class _ChainedFuture(ConcurrentFuture):
     def running(self) -> bool:
         return self._source.running()
 
+    def __repr__(self) -> str:  # the public class's name, not this private one
+        return super().__repr__().replace(type(self).__name__, "ConcurrentFuture", 1)
 
-class AsyncioFuture(BaseFuture):
+
+class AsyncioFuture(BaseFuture[T]):
     """Adapts an ``asyncio.Future`` (or task) so other threads can block on it."""
 
     __slots__ = ("_future", "_loop")
 
-    def __init__(self, future: asyncio.Future):
+    def __init__(self, future: asyncio.Future[T]):
         self._future = future
         self._loop = future.get_loop()
 
-    def _as_concurrent(self) -> cf.Future:
+    def _as_concurrent(self) -> cf.Future[T]:
         """A thread-safe mirror of the asyncio future: the outcome is copied over when the
         source finishes, and cancelling the mirror cancels the source (as ``await`` would)."""
-        mirror: cf.Future = cf.Future()
+        mirror: cf.Future[T] = cf.Future()
         source, loop = self._future, self._loop
         if source.done():  # copy it here: its loop may be stopped or closed by now
             _copy_outcome(source, mirror)
@@ -225,7 +245,7 @@ class AsyncioFuture(BaseFuture):
         except RuntimeError:
             return False
 
-    def _blocking_wait(self, timeout: float | None) -> cf.Future:
+    def _blocking_wait(self, timeout: float | None) -> cf.Future[T]:
         if self._future.done():
             if self._future.cancelled():
                 # asyncio.CancelledError is not concurrent.futures.CancelledError (SPEC §6)
@@ -242,7 +262,7 @@ class AsyncioFuture(BaseFuture):
             raise TimeoutError(f"future did not finish within {timeout} s")
         return mirror
 
-    def result(self, timeout: float | None = None) -> Any:
+    def result(self, timeout: float | None = None) -> T:
         return self._blocking_wait(timeout).result()
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
@@ -265,8 +285,8 @@ class AsyncioFuture(BaseFuture):
         self._loop.call_soon_threadsafe(self._future.cancel)
         return True
 
-    def add_done_callback(self, fn: Callable[[BaseFuture], object]) -> None:
-        def callback(_: asyncio.Future) -> None:
+    def add_done_callback(self, fn: Callable[[BaseFuture[T]], object]) -> None:
+        def callback(_: asyncio.Future[T]) -> None:
             fn(self)
 
         if self._future.done() and not self._in_loop_thread():
@@ -277,16 +297,26 @@ class AsyncioFuture(BaseFuture):
         else:
             self._loop.call_soon_threadsafe(self._future.add_done_callback, callback)
 
-    def __await__(self) -> Generator[Any, None, Any]:
+    def __await__(self) -> Generator[Any, None, T]:
         if self._in_loop_thread():
             return self._future.__await__()
         return asyncio.wrap_future(self._as_concurrent()).__await__()
 
     def __repr__(self) -> str:
-        return f"<AsyncioFuture {self._future!r}>"
+        """As ``concurrent.futures.Future`` says it: ``<AsyncioFuture at 0x... state=finished
+        returned int>`` (``raised KeyError``, ``state=cancelled``, ``state=running``)."""
+        future, where = self._future, f"<{type(self).__name__} at {id(self):#x} state="
+        if not future.done():
+            return f"{where}running>"
+        if future.cancelled():
+            return f"{where}cancelled>"
+        error = future.exception()
+        if error is not None:
+            return f"{where}finished raised {type(error).__name__}>"
+        return f"{where}finished returned {type(future.result()).__name__}>"
 
 
-def _copy_outcome(source: asyncio.Future, mirror: cf.Future) -> None:
+def _copy_outcome(source: asyncio.Future[T], mirror: cf.Future[T]) -> None:
     """Give ``mirror`` the outcome of the finished ``source`` (unless it was cancelled meanwhile)."""
     try:
         if source.cancelled():
@@ -299,10 +329,22 @@ def _copy_outcome(source: asyncio.Future, mirror: cf.Future) -> None:
         pass
 
 
-def wrap_future(value: Any) -> BaseFuture:
-    """Turn any future (concurrent, asyncio, Ray) or a plain value into a ``BaseFuture``.
+# A future overlaps "any value" (overload 4); mypy takes the first overload that matches, as wanted.
+@overload
+def wrap_future(value: F) -> F: ...  # type: ignore[overload-overlap]
+@overload
+def wrap_future(value: cf.Future[T]) -> ConcurrentFuture[T]: ...  # type: ignore[overload-overlap]
+@overload
+def wrap_future(value: asyncio.Future[T]) -> AsyncioFuture[T]: ...  # type: ignore[overload-overlap]
+@overload
+def wrap_future(value: T) -> SyncFuture[T]: ...
+
+
+def wrap_future(value: Any) -> BaseFuture[Any]:
+    """Turn a future (``concurrent.futures``, ``asyncio``) or a plain value into a ``BaseFuture``.
 
     A ``BaseFuture`` is returned unchanged; a plain value becomes a resolved ``SyncFuture``.
+    A Ray ``ObjectRef`` raises ``TypeError`` until Ray mode exists (it is not a plain value).
     """
     if isinstance(value, BaseFuture):
         return value
@@ -311,15 +353,17 @@ def wrap_future(value: Any) -> BaseFuture:
     if isinstance(value, asyncio.Future):
         return AsyncioFuture(value)
     if _is_ray_object_ref(value):
-        from .ray_future import RayFuture
-
-        return RayFuture(value)
+        raise TypeError(
+            "wrap_future: cannot wrap a Ray ObjectRef (Ray futures are not supported yet); it accepts "
+            "a concurry future, a concurrent.futures.Future, an asyncio.Future or task, or a plain "
+            "value (which becomes an already-resolved future)"
+        )
     return SyncFuture(result=value)
 
 
 def _is_ray_object_ref(value: Any) -> bool:
     cls = type(value)
-    return cls.__name__ == "ObjectRef" and cls.__module__.startswith("ray")
+    return cls.__name__ == "ObjectRef" and cls.__module__.split(".")[0] == "ray"
 
 
 def remaining(deadline: float | None) -> float | None:
@@ -327,7 +371,7 @@ def remaining(deadline: float | None) -> float | None:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
-def force_cancel(future: cf.Future) -> bool:
+def force_cancel(future: cf.Future[Any]) -> bool:
     """Cancel a future even if it is already running (used only when a stop times out).
 
     ``concurrent.futures`` refuses to cancel a running future; a worker that ignores its stop
@@ -347,7 +391,7 @@ def force_cancel(future: cf.Future) -> bool:
     return True
 
 
-def set_outcome(future: cf.Future, result: Any, error: BaseException | None) -> None:
+def set_outcome(future: cf.Future[Any], result: Any, error: BaseException | None) -> None:
     """Resolve a future unless someone (cancel at stop, a crash) already resolved it."""
     try:
         if error is None:

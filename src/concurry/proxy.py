@@ -9,13 +9,14 @@ from __future__ import annotations
 import functools
 import itertools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from .backends import Backend, backend_class
 from .futures import BaseFuture
 from .options import WorkerOptions
 
 _counter = itertools.count(1)
+_Handle = TypeVar("_Handle", bound="WorkerHandle")
 
 #: Leaving a ``with`` block by an exception (Ctrl-C included): calls not started are cancelled
 #: and running ones get this long before the workers are released (not the whole stop timeout).
@@ -45,7 +46,7 @@ def check_method(cls: type, name: str, owner: str) -> None:
         )
 
 
-def blocking_caller(caller: Callable[..., BaseFuture]) -> Callable[..., Any]:
+def blocking_caller(caller: Callable[..., BaseFuture[Any]]) -> Callable[..., Any]:
     def call(*args: Any, **kwargs: Any) -> Any:
         return caller(*args, **kwargs).result()
 
@@ -57,15 +58,18 @@ class WorkerHandle:
 
     ``engine`` is what runs the calls, a backend or a pool's core: anything with
     ``caller(name)`` and ``stop(timeout, cancel_futures, wait)``.
+
+    For type checkers every other attribute is a method returning ``Any``: a future of the
+    method's result (typing cannot say that per method), or with ``blocking`` the result itself.
     """
 
     def __init__(self, cls: type, engine: Any, options: WorkerOptions):
         self._engine = engine
         self._options = options
-        self._callers: dict[str, Callable[..., BaseFuture]] = {}
+        self._callers: dict[str, Callable[..., BaseFuture[Any]]] = {}
         self._cls = cls
 
-    def _caller(self, name: str) -> Callable[..., BaseFuture]:
+    def _caller(self, name: str) -> Callable[..., BaseFuture[Any]]:
         """The non-blocking caller for ``name`` (future-returning, whatever ``blocking`` says)."""
         try:
             return self._callers[name]
@@ -99,7 +103,7 @@ class WorkerHandle:
         if engine is not None:
             engine.stop(timeout, cancel_futures, wait)
 
-    def __enter__(self):
+    def __enter__(self: _Handle) -> _Handle:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:

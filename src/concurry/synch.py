@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import inspect
-from collections.abc import AsyncIterator, Iterable, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Generator, Iterable, Iterator, Mapping
+from typing import Any, Literal, TypeVar, overload
 
 from .completion import DONE_STATES, Deadline, async_completed, completed, outcome, poll_function
 from .constants import ReturnWhen
@@ -20,6 +20,8 @@ from .futures import BaseFuture, SyncFuture
 from .progress import check_progress, progress_bar
 
 __all__ = ["async_gather", "async_wait", "gather", "wait"]
+
+K = TypeVar("K")
 
 # ---------------------------------------------------------------------------------------------
 # Inputs: what the caller gave, as (key, item) pairs plus the shape of the answer.
@@ -138,6 +140,47 @@ def _raise(error: BaseException) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # gather
+#
+# Typed by the shape of the input (a mapping gives a dict by the same keys, anything else a list)
+# and by ``iter``; results are ``Any``, since the inputs may mix futures of any type and plain values.
+
+
+@overload
+def gather(  # type: ignore[overload-overlap]
+    fs: Mapping[K, object],
+    *,
+    return_exceptions: bool = ...,
+    iter: Literal[False] = ...,
+    timeout: float | None = ...,
+    progress: bool | dict[str, Any] = ...,
+) -> dict[K, Any]: ...
+@overload
+def gather(  # type: ignore[overload-overlap]
+    fs: Mapping[K, object],
+    *,
+    return_exceptions: bool = ...,
+    iter: Literal[True],
+    timeout: float | None = ...,
+    progress: bool | dict[str, Any] = ...,
+) -> Iterator[tuple[K, Any]]: ...
+@overload
+def gather(
+    fs: Any,
+    *more: Any,
+    return_exceptions: bool = ...,
+    iter: Literal[False] = ...,
+    timeout: float | None = ...,
+    progress: bool | dict[str, Any] = ...,
+) -> list[Any]: ...
+@overload
+def gather(
+    fs: Any,
+    *more: Any,
+    return_exceptions: bool = ...,
+    iter: Literal[True],
+    timeout: float | None = ...,
+    progress: bool | dict[str, Any] = ...,
+) -> Iterator[tuple[Any, Any]]: ...
 
 
 def gather(
@@ -233,6 +276,35 @@ def _in_input_order(plan: _Plan, results: dict[Any, Any]) -> Any:
     return [results[i] for i in range(plan.total)]
 
 
+@overload
+def async_gather(  # type: ignore[overload-overlap]
+    fs: Mapping[K, object],
+    *,
+    return_exceptions: bool = ...,
+    iter: Literal[False] = ...,
+    timeout: float | None = ...,
+    progress: bool | dict[str, Any] = ...,
+) -> Awaitable[dict[K, Any]]: ...
+@overload
+def async_gather(
+    fs: Any,
+    *more: Any,
+    return_exceptions: bool = ...,
+    iter: Literal[False] = ...,
+    timeout: float | None = ...,
+    progress: bool | dict[str, Any] = ...,
+) -> Awaitable[list[Any]]: ...
+@overload
+def async_gather(
+    fs: Any,
+    *more: Any,
+    return_exceptions: bool = ...,
+    iter: Literal[True],
+    timeout: float | None = ...,
+    progress: bool | dict[str, Any] = ...,
+) -> _AsyncPairs: ...
+
+
 def async_gather(
     fs: Any,
     *more: Any,
@@ -271,14 +343,14 @@ class _AsyncPairs:
         self._arguments = arguments
         self._pairs: AsyncIterator[Any] | None = None
 
-    def __await__(self) -> Any:
+    def __await__(self) -> Generator[Any, None, _AsyncPairs]:
         return self
         yield  # a generator, as __await__ must be
 
     def __aiter__(self) -> _AsyncPairs:
         return self
 
-    async def __anext__(self) -> Any:
+    async def __anext__(self) -> tuple[Any, Any]:
         if self._pairs is None:
             fs, more, return_exceptions, timeout, progress = self._arguments
             plan = _Plan(fs, more, loop=asyncio.get_running_loop(), what="gather")

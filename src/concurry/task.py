@@ -12,32 +12,36 @@ import inspect
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from .errors import WorkerStoppedError
 from .futures import BaseFuture, remaining
 from .options import validate_options
 from .progress import check_progress, progress_bar
 from .proxy import EXIT_GRACE, WorkerHandle
-from .worker import Worker
+from .worker import Worker, WorkerBuilder
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class TaskHandleMixin(cf.Executor):
     """Executor API on top of a worker handle or pool (mixed in by ``handle_class``)."""
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    # Returns Any, not BaseFuture[R]: with ``blocking`` (an option, or global_config) it is the result.
+    def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Any:
         """Run ``fn(*args, **kwargs)`` on the worker; returns a future (the result if ``blocking``)."""
         future = self._caller("submit")(fn, *args, **kwargs)
         return future.result() if self._options.blocking else future
 
     def map(
         self,
-        fn: Callable[..., Any],
+        fn: Callable[..., R],
         *iterables: Iterable[Any],
         timeout: float | None = None,
         chunksize: int = 1,
         progress: Any = False,
-    ) -> Iterator[Any]:
+    ) -> Iterator[R]:
         """Like ``Executor.map``: results in input order; the first failure is raised when reached.
 
         ``chunksize`` is accepted for compatibility; every item is its own call.
@@ -57,7 +61,7 @@ class TaskHandleMixin(cf.Executor):
     __exit__ = WorkerHandle.__exit__
 
 
-def _results_in_order(futures: list[BaseFuture], timeout: float | None, progress: Any) -> Iterator[Any]:
+def _results_in_order(futures: list[BaseFuture[R]], timeout: float | None, progress: Any) -> Iterator[R]:
     """Yield each future's result in order, holding none of them once it is handed over.
 
     As with ``concurrent.futures``, a result the caller drops must be freed at once (a map over
@@ -80,7 +84,7 @@ def _results_in_order(futures: list[BaseFuture], timeout: float | None, progress
         raise
 
 
-def _result(future: BaseFuture, seconds: float | None, timeout: float | None, bar: Any) -> Any:
+def _result(future: BaseFuture[R], seconds: float | None, timeout: float | None, bar: Any) -> R:
     """One result for ``_results_in_order``; a future that failed or timed out is cancelled (a
     no-op unless it has not started), since it is no longer in the list cancelled on failure."""
     try:
@@ -101,22 +105,38 @@ class TaskWorker(Worker):
 
     __concurry_handle_mixin__ = TaskHandleMixin
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    if TYPE_CHECKING:  # what its handles are: Executors as well as worker handles
+
+        @classmethod
+        def init(cls, *args: Any, **kwargs: Any) -> TaskHandle: ...
+        @classmethod
+        def options(cls, **options: Any) -> WorkerBuilder[TaskHandle]: ...
+
+    def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         return fn(*args, **kwargs)
 
 
-def Executor(**options: Any) -> Any:
+if TYPE_CHECKING:
+
+    class TaskHandle(TaskHandleMixin, WorkerHandle):
+        """For type checkers: a TaskWorker's handle (single or pool) is both. At run time it is
+        ``TaskHandleMixin`` mixed into the single-worker or pool handle class."""
+
+
+def Executor(**options: Any) -> TaskHandle:
     """A ``TaskWorker`` (or pool) with these options: ``Executor(mode="thread", max_workers=4)``."""
     return TaskWorker.options(**options).init()
 
 
-class TaskFunction:
+class TaskFunction(Generic[P, R]):
     """A function made concurrent by ``@task``: calling it returns a future.
 
     The worker (or pool) behind it starts on the first call and lives until ``stop()``.
+    Calls are typed as returning ``Any``, not ``BaseFuture[R]``: with ``blocking`` (an option,
+    or ``global_config``) they return the result; their arguments are checked against ``fn``'s.
     """
 
-    def __init__(self, fn: Callable[..., Any], options: dict[str, Any]):
+    def __init__(self, fn: Callable[P, R], options: dict[str, Any]):
         functools.update_wrapper(self, fn)
         self.fn = fn
         self._options = options
@@ -136,15 +156,15 @@ class TaskFunction:
                 executor = self._executor
         return executor
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any:
         return self._worker().submit(self.fn, *args, **kwargs)
 
-    def submit(self, *args: Any, **kwargs: Any) -> Any:
+    def submit(self, *args: P.args, **kwargs: P.kwargs) -> Any:
         return self._worker().submit(self.fn, *args, **kwargs)
 
     def map(
         self, *iterables: Iterable[Any], timeout: float | None = None, progress: Any = False
-    ) -> Iterator[Any]:
+    ) -> Iterator[R]:
         return self._worker().map(self.fn, *iterables, timeout=timeout, progress=progress)
 
     def stop(self, timeout: float | None = None, cancel_futures: bool = False) -> None:
@@ -154,7 +174,7 @@ class TaskFunction:
         if executor is not None:
             executor.stop(timeout, cancel_futures)
 
-    def __enter__(self) -> TaskFunction:
+    def __enter__(self) -> TaskFunction[P, R]:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -173,6 +193,12 @@ def _parameters(fn: Callable[..., Any]) -> set[str]:
         return set(inspect.signature(fn).parameters)
     except (TypeError, ValueError):
         return set()
+
+
+@overload
+def task(fn: Callable[P, R], /) -> TaskFunction[P, R]: ...
+@overload
+def task(fn: None = None, /, **options: Any) -> Callable[[Callable[P, R]], TaskFunction[P, R]]: ...
 
 
 def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:

@@ -11,16 +11,46 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, ClassVar, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, overload
 
 from .config import resolve_options
 from .options import _check_single_worker_modes, validate_options
 from .validation import check_init_args
 
-T = TypeVar("T", bound=type)
+if TYPE_CHECKING:
+    from .proxy import WorkerHandle
+
+#: What a builder's ``init()`` returns: a worker handle, or a TaskWorker's (an Executor too).
+H = TypeVar("H", bound="WorkerHandle", covariant=True)
 
 
-def _options(cls: type, options: dict[str, Any]) -> WorkerBuilder:
+class _WorkerClassMeta(type):
+    def __getattr__(cls, name: str) -> Any:  # for type checkers: the class's own attributes
+        raise AttributeError(name)
+
+
+class WorkerClass(metaclass=_WorkerClassMeta):
+    """What type checkers see for a ``@worker`` class: ``worker`` returns ``type[WorkerClass]``.
+
+    The honest part of what the class now is: calling it, ``init(...)`` and ``options(...).init(...)``
+    return a worker handle, not an instance, and it can still be subclassed. Its own attributes
+    are ``Any`` (typing cannot say "the same class, plus these"). Never instantiated. mypy ignores
+    class decorators' return types: its plugin ``concurry.mypy_plugin`` says the same thing.
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> WorkerHandle:
+        raise TypeError("WorkerClass only describes @worker classes to type checkers")
+
+    @classmethod
+    def init(cls, *args: Any, **kwargs: Any) -> WorkerHandle:
+        raise TypeError("WorkerClass only describes @worker classes to type checkers")
+
+    @classmethod
+    def options(cls, **options: Any) -> WorkerBuilder[WorkerHandle]:
+        raise TypeError("WorkerClass only describes @worker classes to type checkers")
+
+
+def _options(cls: type, options: dict[str, Any]) -> WorkerBuilder[Any]:
     return WorkerBuilder(cls, _merge(cls.__concurry_options__, options))  # type: ignore[attr-defined]
 
 
@@ -40,7 +70,7 @@ class WorkerMeta(type):
         """Build a real instance (used where the instance lives), skipping ``__call__`` above."""
         return super().__call__(*args, **kwargs)
 
-    def options(cls, **options: Any) -> WorkerBuilder:
+    def options(cls, **options: Any) -> WorkerBuilder[WorkerHandle]:
         """A builder with these options over the class defaults; the class is left unchanged.
 
         Options are validated now (unknown names, wrong types and out-of-range values raise
@@ -48,7 +78,7 @@ class WorkerMeta(type):
         """
         return _options(cls, options)
 
-    def init(cls, *args: Any, **kwargs: Any) -> Any:
+    def init(cls, *args: Any, **kwargs: Any) -> WorkerHandle:
         """Create a worker (or a pool, SPEC §4) with the class defaults; args go to ``__init__``."""
         return _init(cls, args, kwargs)
 
@@ -67,7 +97,7 @@ class Worker:
 
     __concurry_options__: ClassVar[dict[str, Any]] = {}
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+    def __new__(cls, *args: Any, **kwargs: Any) -> WorkerHandle:  # (a real instance only inside the worker)
         if getattr(_building, "cls", None) is cls:
             _building.cls = None  # only this one: workers its __init__ creates are handles
             parent_new = super().__new__
@@ -83,18 +113,21 @@ class Worker:
             _building.cls = None
 
     @classmethod
-    def options(cls, **options: Any) -> WorkerBuilder:
+    def options(cls, **options: Any) -> WorkerBuilder[WorkerHandle]:
         """A builder with these options over the class defaults; see ``WorkerMeta.options``."""
         return _options(cls, options)
 
     @classmethod
-    def init(cls, *args: Any, **kwargs: Any) -> Any:
+    def init(cls, *args: Any, **kwargs: Any) -> WorkerHandle:
         """Create a worker (or a pool, SPEC §4) with the class defaults; args go to ``__init__``."""
         return _init(cls, args, kwargs)
 
 
-class WorkerBuilder:
-    """The result of ``W.options(...)``: holds validated options until ``init()``."""
+class WorkerBuilder(Generic[H]):
+    """The result of ``W.options(...)``: holds validated options until ``init()``.
+
+    ``H`` is the handle type ``init()`` returns (``WorkerHandle``; a TaskWorker's is an Executor).
+    """
 
     __slots__ = ("_cls", "_options")
 
@@ -102,10 +135,10 @@ class WorkerBuilder:
         self._cls = cls
         self._options = options
 
-    def options(self, **options: Any) -> WorkerBuilder:
+    def options(self, **options: Any) -> WorkerBuilder[H]:
         return WorkerBuilder(self._cls, _merge(self._options, options))
 
-    def init(self, *args: Any, **kwargs: Any) -> Any:
+    def init(self, *args: Any, **kwargs: Any) -> H:
         """Create the worker (or pool). Limits and retry options are validated and stored now;
         they take effect once the limits and retries features land (SPEC §10, §11)."""
         options = resolve_options(self._options)
@@ -166,9 +199,9 @@ def _make_worker_class(cls: type, options: dict[str, Any]) -> type:
 
 
 @overload
-def worker(cls: T, /) -> T: ...
+def worker(cls: type[Any], /) -> type[WorkerClass]: ...
 @overload
-def worker(cls: None = None, /, **options: Any) -> Callable[[T], T]: ...
+def worker(cls: None = None, /, **options: Any) -> Callable[[type[Any]], type[WorkerClass]]: ...
 
 
 def worker(cls: type | None = None, /, **options: Any) -> Any:
