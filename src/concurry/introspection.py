@@ -159,9 +159,9 @@ def handle_type(cls: type, bases: tuple[type, ...]) -> type:
 
 def _build(cls: type, bases: tuple[type, ...]) -> type:
     base = bases[-1]
-    kind = getattr(base, "handle_kind", "worker handle")
+    kind = getattr(base, "_handle_kind", "worker handle")
     doc = (
-        f"{cls.__qualname__} {kind}: calling a method returns a future of its result "
+        f"{cls.__qualname__} {kind}: calling a method returns a future of its result\n"
         "(the result itself with blocking=True)."
     )
     class_doc = inspect.getdoc(cls)

@@ -604,7 +604,7 @@ class PoolCore(PoolStop):
 class PoolHandle(WorkerHandle):
     """What pools add to a handle: ``pool_stats()``, read from the pool's core."""
 
-    handle_kind = "pool handle"  # in the first line of ``help(pool)``
+    _handle_kind = "pool handle"  # in the first line of ``help(pool)``
 
     def pool_stats(self) -> dict[str, Any]:
         """A snapshot for debugging balance. Fixed pools: per worker its state, ``unfinished``
