@@ -468,7 +468,8 @@ SHARED_CANDIDATES = {
 
 @pytest.mark.parametrize("name", sorted(SHARED_CANDIDATES))
 def test_config_and_options_accept_the_same_values(name):
-    section = global_config.defaults if name == "mode" else global_config.thread
+    mode = "process" if name == "mp_context" else "thread"  # (mp_context means nothing elsewhere)
+    section = global_config.defaults if name == "mode" else getattr(global_config, mode)
 
     def accepted(call, *args, **kwargs):
         try:
@@ -478,7 +479,7 @@ def test_config_and_options_accept_the_same_values(name):
         return True
 
     for value in SHARED_CANDIDATES[name]:
-        extra = {} if name == "mode" else {"mode": "thread"}
+        extra = {} if name == "mode" else {"mode": mode}
         if name == "max_workers":  # 0 alone is a combination error in options(): it needs on_demand
             extra["on_demand"] = True
         in_options = accepted(ThingWorker.options, **extra, **{name: value})
@@ -500,3 +501,12 @@ def test_temp_config_restores_not_set_and_set_values_exactly():
     del global_config.sync.blocking
     assert {name: global_config.section(name).explain() for name in global_config.SECTIONS} == before
     assert global_config.thread.explain()["num_retries"] == (2, False, "global_config.defaults")
+
+
+@pytest.mark.parametrize("section", ["thread", "sync", "asyncio"])
+def test_mp_context_is_refused_outside_process_workers(section):
+    refused = rf"global_config\.{section}\.mp_context='spawn'.*only applies to process"
+    with pytest.raises(ValueError, match=refused):
+        getattr(global_config, section).mp_context = "spawn"
+    global_config.process.mp_context = "spawn"  # where it means something
+    del global_config.process.mp_context

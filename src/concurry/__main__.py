@@ -9,6 +9,7 @@ Modes are detected at run time, so the tour grows as backends land. It finishes 
 
 from __future__ import annotations
 
+import argparse
 import concurrent.futures as cf
 import os
 import platform
@@ -90,24 +91,13 @@ def tour_modes(modes: dict[str, str | None]) -> None:
 
 
 def tour_pool(modes: dict[str, str | None]) -> None:
-    try:
-        import concurry.pool  # noqa: F401
-    except ImportError:
-        has_pool = False
-    else:
-        has_pool = True
     section(f"2. A pool of {POOL_SIZE} thread workers, {POOL_CALLS} calls, with a progress bar")
-    if has_pool:
-        workers = [Greeter.options(mode="thread", max_workers=POOL_SIZE).init()]
-        futures = [workers[0].work(i) for i in range(POOL_CALLS)]
-    else:  # before pools existed: a few workers and round-robin by hand
-        workers = [Greeter.options(mode="thread").init() for _ in range(POOL_SIZE)]
-        futures = [workers[i % POOL_SIZE].work(i) for i in range(POOL_CALLS)]
+    pool = Greeter.options(mode="thread", max_workers=POOL_SIZE).init()
+    futures = [pool.work(i) for i in range(POOL_CALLS)]
     start = time.perf_counter()
     names = gather(futures, progress={"desc": "pool", "unit": "call", "file": sys.stdout}, timeout=60)
     elapsed = time.perf_counter() - start
-    for w in workers:
-        w.stop()
+    pool.stop()
     print(
         f"{POOL_CALLS} calls of 20 ms ran on {len(set(names))} workers in {elapsed:.2f} s "
         f"({POOL_CALLS * 0.02:.1f} s one after another)",
@@ -155,7 +145,21 @@ def tour_overhead(modes: dict[str, str | None]) -> None:
         row("concurrent.futures ProcessPool(1)", measure(lambda: ex.submit(_noop), BATCH_CALLS // 2))
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """``--help`` prints what the tour does; any other argument is refused with a clear error."""
+    parser = argparse.ArgumentParser(
+        prog="python -m concurry",
+        description=(
+            "A short tour of concurry on this machine: the same worker class in every available "
+            "mode, a pool of thread workers with a progress bar, and the per-call overhead "
+            "measured here next to concurrent.futures. Takes a few seconds; takes no arguments."
+        ),
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parse_args(argv)
     start = time.perf_counter()
     print(
         f"concurry {concurry.__version__} tour - Python {platform.python_version()} on "

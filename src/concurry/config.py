@@ -133,6 +133,11 @@ class Settings:
     def _assign(self, name: str, value: Any) -> None:
         where = f"global_config.{self._name}.{name}"
         value = getattr(type(self), name).validate(where, value)
+        if name == "mp_context" and self._name not in ("defaults", "process"):
+            raise ValueError(
+                f"{where}={value!r} is not accepted: mp_context only applies to process workers "
+                "(it picks how worker processes start); set global_config.process.mp_context"
+            )
         if name in self._fixed and value != self._fixed[name]:
             raise ValueError(
                 f"{where}={value!r} is not accepted: sync and asyncio run one worker, so only 1 is "

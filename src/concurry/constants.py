@@ -31,7 +31,7 @@ class _ParsableEnum(str, Enum):
         raise ValueError(
             f"{what}={value!r} is not accepted; use one of {accepted}"
             + (f" (aliases: {aliases})" if aliases else "")
-            + f" or a {cls.__name__} member"
+            + f" or {'an' if cls.__name__[0] in 'AEIOU' else 'a'} {cls.__name__} member"
         )
 
     @classmethod

@@ -143,23 +143,67 @@ def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     raise ValueError(f"{name}={value!r} is not accepted; use one of {', '.join(map(repr, choices))}")
 
 
-def _unknown(name: str) -> ValueError:
-    close = difflib.get_close_matches(name, sorted(ACCEPTED_OPTIONS), n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return ValueError(
-        f"unknown worker option {name!r}.{hint} Accepted options: {', '.join(CORE_OPTIONS)}"
-        f" and the Ray actor options {', '.join(sorted(RAY_OPTIONS))}"
+def _mode_options(mode: ExecutionMode | None) -> tuple[str, ...]:
+    """The worker options that apply to ``mode`` (``mp_context`` only to process workers);
+    all of them when the mode is not known yet."""
+    if mode is None or mode is ExecutionMode.PROCESS:
+        return CORE_OPTIONS
+    return tuple(name for name in CORE_OPTIONS if name != "mp_context")
+
+
+def _unknown(name: str, mode: ExecutionMode | None = None) -> ValueError:
+    """The error for an option nobody accepts: the options of the mode at hand, and the closest
+    name (a typo is the usual cause)."""
+    listed = _mode_options(mode)
+    candidates = (*listed, *sorted(RAY_OPTIONS)) if mode in (None, ExecutionMode.RAY) else listed
+    close = difflib.get_close_matches(name, candidates, n=1) or difflib.get_close_matches(
+        name, sorted(ACCEPTED_OPTIONS), n=1
     )
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    if close and close[0] in RAY_OPTIONS and mode is not ExecutionMode.RAY:
+        hint = f" Did you mean {close[0]!r} (a Ray actor option, for mode='ray')?"
+    if mode is ExecutionMode.RAY:
+        accepted = (
+            f"Accepted options for mode='ray': {', '.join(listed)}, "
+            f"and the Ray actor options {', '.join(sorted(RAY_OPTIONS))}"
+        )
+    elif mode is not None:
+        accepted = f"Accepted options for mode={mode.value!r}: {', '.join(listed)}"
+    else:
+        accepted = (
+            f"Accepted options: {', '.join(listed)}; Ray actor options (num_cpus, num_gpus, "
+            "resources, runtime_env, ...) apply to mode='ray'"
+        )
+    return ValueError(f"unknown worker option {name!r}.{hint} {accepted}")
 
 
-def validate_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate user-given options (``options()``/``@worker(...)``) and return them normalised."""
+def _check_mp_context(options: Mapping[str, Any], mode: ExecutionMode | None) -> None:
+    """``mp_context`` picks how worker processes start: refused with any other mode. Only the
+    layer that sets it is checked, so ``.options(mode="thread")`` over a process worker's
+    ``@worker(mp_context=...)`` is fine (switching a worker to threads to debug it)."""
+    if "mp_context" in options and mode is not None and mode is not ExecutionMode.PROCESS:
+        raise ValueError(
+            f"mp_context={options['mp_context']!r} only applies to mode='process' (it picks how "
+            f"worker processes start), not to mode={mode.value!r}; remove it or use mode='process'"
+        )
+
+
+def validate_options(options: Mapping[str, Any], mode: ExecutionMode | None = None) -> dict[str, Any]:
+    """Validate user-given options (``options()``/``@worker(...)``) and return them normalised.
+
+    ``mode`` is the mode set by the layer below (the decorator's, for ``options()``), if any: the
+    mode these options apply to unless they set one themselves.
+    """
     out: dict[str, Any] = {}
+    if "mode" in options:  # first: the messages about the other options depend on it
+        mode = out["mode"] = VALIDATORS["mode"]("mode", options["mode"])
     for name, value in options.items():
         if name not in ACCEPTED_OPTIONS:
-            raise _unknown(name)
-        out[name] = value if name in RAY_OPTIONS else VALIDATORS[name](name, value)
+            raise _unknown(name, mode)
+        if name != "mode":
+            out[name] = value if name in RAY_OPTIONS else VALIDATORS[name](name, value)
     _check_single_worker_modes(out, complete=False)
+    _check_mp_context(out, mode)
     return out
 
 

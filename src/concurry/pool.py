@@ -604,6 +604,8 @@ class PoolCore(PoolStop):
 class PoolHandle(WorkerHandle):
     """What pools add to a handle: ``pool_stats()``, read from the pool's core."""
 
+    _handle_kind = "pool handle"  # in the first line of ``help(pool)``
+
     def pool_stats(self) -> dict[str, Any]:
         """A snapshot for debugging balance. Fixed pools: per worker its state, ``unfinished``
         calls (running, held by its backend or waiting in the library's queue), ``in_backend``,

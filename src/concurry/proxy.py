@@ -6,13 +6,13 @@ fast caller for it and caches it on the handle, so later calls skip ``__getattr_
 
 from __future__ import annotations
 
-import functools
 import itertools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from .backends import Backend, backend_class
 from .futures import BaseFuture
+from .introspection import MethodInfo, describe, handle_type
 from .options import WorkerOptions
 
 _counter = itertools.count(1)
@@ -82,16 +82,23 @@ class WorkerHandle:
         return self._options.mode.value
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
+        # Public methods are class attributes of the handle class (``introspection``); this
+        # serves the others (inherited from pydantic, added later) and explains mistakes.
         if name.startswith("__") or "_cls" not in self.__dict__:
             raise AttributeError(name)
         check_method(self._cls, name, repr(self))
-        caller = self._caller(name)
-        # The partial carries a reference to the handle, so ``W.init().method()`` keeps a
+        return self._method(MethodInfo(self._cls, name))
+
+    def _method(self, info: MethodInfo) -> Callable[..., Any]:
+        """Build the method's caller once, with the method's name, docstring and signature, and
+        cache it in ``__dict__``: later accesses are a plain attribute hit."""
+        caller = self._caller(info.name)
+        method = describe(blocking_caller(caller) if self._options.blocking else caller, info)
+        # The method carries a reference to the handle, so ``W.init().method()`` keeps a
         # temporary handle alive until the call is submitted (its __del__ stops the worker).
-        bound = functools.partial(blocking_caller(caller) if self._options.blocking else caller)
-        bound.handle = self
-        self.__dict__[name] = bound
-        return bound
+        method.handle = self  # type: ignore[attr-defined]
+        self.__dict__[info.name] = method
+        return method
 
     def stop(self, timeout: float | None = None, cancel_futures: bool = False) -> None:
         """Stop accepting calls; submitted calls finish (or, with ``cancel_futures``, queued ones
@@ -142,21 +149,10 @@ class WorkerProxy(WorkerHandle):
 
 
 def handle_class(cls: type, base: type) -> type:
-    """The handle class for ``cls``: ``base``, plus any mixin the worker class asks for (TaskWorker)."""
+    """The handle class for ``cls``: ``base``, plus any mixin the worker class asks for
+    (TaskWorker), named after ``cls`` and listing its public methods (see ``introspection``)."""
     mixin = getattr(cls, "__concurry_handle_mixin__", None)
-    if mixin is None:
-        return base
-    return _mixed(mixin, base)
-
-
-_MIXED: dict[tuple[type, type], type] = {}
-
-
-def _mixed(mixin: type, base: type) -> type:
-    key = (mixin, base)
-    if key not in _MIXED:
-        _MIXED[key] = type(f"{mixin.__name__}{base.__name__}", (mixin, base), {})
-    return _MIXED[key]
+    return handle_type(cls, (base,) if mixin is None else (mixin, base))
 
 
 def create_worker(cls: type, args: tuple, kwargs: dict, options: WorkerOptions) -> WorkerProxy:

@@ -35,7 +35,8 @@ def _items(fs: Any, more: tuple[Any, ...], what: str) -> tuple[list[Any], list[A
             if _is_collection(item):
                 raise TypeError(
                     f"{what}: pass one collection of futures, or futures as separate arguments; "
-                    f"argument {position} is a {type(item).__name__}"
+                    f"argument {position} is {'an' if type(item).__name__[0] in 'aeiouAEIOU' else 'a'} "
+                    f"{type(item).__name__}"
                 )
         return list(range(len(items))), items, False
     if isinstance(fs, dict):

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
+from .config import resolve_options
 from .errors import WorkerStoppedError
 from .futures import BaseFuture, remaining
 from .options import validate_options
@@ -173,6 +174,50 @@ class TaskFunction(Generic[P, R]):
             executor, self._executor = self._executor, None
         if executor is not None:
             executor.stop(timeout, cancel_futures)
+
+    def pool_stats(self) -> dict[str, Any]:
+        """A snapshot of the workers behind the task, as a pool's ``pool_stats()``; never starts them.
+
+        Always: ``task`` (the function's name), ``started`` (workers exist now: after the first
+        call, until ``stop()``), ``stopped``, ``mode`` and ``unfinished`` calls. On a pool
+        (``max_workers`` > 1 or ``on_demand``) the rest is the pool's own ``pool_stats()``. On a
+        single worker, ``workers`` has its one entry (``worker``, ``state``, ``unfinished``,
+        ``in_backend``, ``waiting``, ``restarts``; no ``total``: a single worker does not count
+        its calls). Before the first call, ``workers`` is empty.
+        """
+        executor = self._executor
+        name = self.fn.__qualname__
+        if executor is None:
+            mode = resolve_options(self._options).mode.value
+            return {
+                "task": name,
+                "started": False,
+                "stopped": self._stopped,
+                "mode": mode,
+                "unfinished": 0,
+                "workers": [],
+            }
+        if executor._options.is_pool:
+            return {"task": name, "started": True, **executor.pool_stats()}
+        backend = executor._engine
+        state = "crashed" if backend.crashed else "stopped" if backend.stopped else "running"
+        unfinished = backend.unfinished
+        worker = {
+            "worker": backend.name,
+            "state": state,
+            "unfinished": unfinished,
+            "in_backend": unfinished,
+            "waiting": 0,
+            "restarts": 0,
+        }
+        return {
+            "task": name,
+            "started": True,
+            "stopped": backend.stopped,
+            "mode": executor.mode,
+            "unfinished": unfinished,
+            "workers": [worker],
+        }
 
     def __enter__(self) -> TaskFunction[P, R]:
         return self

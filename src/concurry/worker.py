@@ -151,6 +151,18 @@ class WorkerBuilder(Generic[H]):
 
         return create_worker(self._cls, args, kwargs, options)
 
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names the builder lacks: a method of the class means the user meant
+        # to call it on a worker, which ``init()`` creates.
+        if not name.startswith("_") and callable(getattr(self._cls, name, None)):
+            cls = self._cls.__name__
+            raise AttributeError(
+                f"{cls}.options(...) returns a builder, not a worker: call .init(...) on it first to "
+                f"create the worker, then call {name} on what init() returns: "
+                f"{cls}.options(...).init(...).{name}(...)"
+            )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     def __repr__(self) -> str:
         return f"{self._cls.__name__}.options({', '.join(f'{k}={v!r}' for k, v in self._options.items())})"
 
@@ -158,7 +170,7 @@ class WorkerBuilder(Generic[H]):
 def _merge(base: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
     """``options`` validated and laid over ``base``; the combination is checked too, so
     ``@worker(mode="sync")`` then ``.options(max_workers=4)`` fails at ``options()`` time."""
-    merged = {**base, **validate_options(options)}
+    merged = {**base, **validate_options(options, base.get("mode"))}
     _check_single_worker_modes(merged)
     return merged
 

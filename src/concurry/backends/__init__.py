@@ -28,7 +28,7 @@ def backend_class(mode: ExecutionMode) -> type[Backend]:
     if mode is ExecutionMode.RAY:
         raise ValueError(
             "mode='ray' is not available in this version of concurry: the Ray backend "
-            "(SPEC §12) has not been built yet; use mode='process' or mode='thread'"
+            "has not been built yet; use mode='process' or mode='thread'"
         )
     raise ValueError(f"no backend for mode {mode!r}")
 
