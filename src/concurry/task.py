@@ -100,6 +100,7 @@ class TaskWorker(Worker):
     """A worker that runs whatever function it is given: ``tw.submit(fn, *args, **kwargs)``."""
 
     __concurry_handle_mixin__ = TaskHandleMixin
+    __concurry_runs_functions__ = True  # errors name submit's function, not submit
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         return fn(*args, **kwargs)

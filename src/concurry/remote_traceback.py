@@ -1,0 +1,75 @@
+"""Tracebacks and messages that point at the user's code, not at the library's machinery.
+
+A call that fails in a worker is caught by the library's own loop, so its traceback starts
+with the loop's frames (the process child's loop, the runtime, ``TaskWorker.submit``) before
+it reaches the user's method. ``format_worker_traceback`` formats it from the first frame that
+is not the library's. Frames further in stay, library ones included: they show what the user's
+code called (another worker's ``result()``, say).
+
+``call_name`` names the user's method, or for ``TaskWorker.submit`` (which ``@task`` and
+``Executor`` use) the user's function, in error messages.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from types import TracebackType
+from typing import Any
+
+# The package's directory, as the interpreter spells code file names (absolute, normally).
+_HERE = os.path.dirname(__file__)
+_LIBRARY = tuple({os.path.join(_HERE, ""), os.path.join(os.path.abspath(_HERE), "")})
+
+
+def user_frames(tb: TracebackType | None) -> TracebackType | None:
+    """``tb`` from its first frame outside this library (all of it if every frame is ours:
+    the failure is the library's own, and its frames are what explains it)."""
+    start = tb
+    while start is not None and start.tb_frame.f_code.co_filename.startswith(_LIBRARY):
+        start = start.tb_next
+    return tb if start is None else start
+
+
+def format_worker_traceback(exc: BaseException) -> str:
+    """The worker-side traceback of ``exc`` as text, without the library's leading frames.
+
+    Formatted where the failure happened, so ``linecache`` reads the source lines of the files
+    the worker ran (the script's own lines too: code sent by value keeps its file name).
+    """
+    return "".join(traceback.format_exception(type(exc), exc, user_frames(exc.__traceback__)))
+
+
+def runs_functions(cls: type) -> bool:
+    """Is ``cls`` a worker whose ``submit(fn, ...)`` runs the caller's function (``TaskWorker``)?"""
+    return bool(getattr(cls, "__concurry_runs_functions__", False))
+
+
+def function_name(fn: Any) -> str:
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
+    return name if isinstance(name, str) else repr(fn)
+
+
+def call_name(cls: type, name: str, args: tuple) -> str:
+    """``MyWorker.compute``; for ``TaskWorker.submit(fn, ...)`` the function's own name."""
+    if name == "submit" and args and runs_functions(cls):
+        return function_name(args[0])
+    return f"{cls.__qualname__}.{name}"
+
+
+def unpicklable_argument(
+    cls: type, name: str, args: tuple, culprit: Any, worker: str, exc: Exception
+) -> TypeError:
+    """The error for a call whose arguments cannot be pickled for process worker ``worker``;
+    ``culprit`` is the value that fails. For ``TaskWorker.submit`` the function itself may be it."""
+    where = call_name(cls, name, args)
+    if name == "submit" and args and culprit is args[0] and runs_functions(cls):
+        return TypeError(
+            f"{where}: the function cannot be pickled to send it to process worker {worker} (it, or "
+            f"something it refers to such as a global or closure variable, cannot be pickled): {exc}"
+        )
+    kind = type(culprit)
+    shown = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    return TypeError(
+        f"{where}: argument of type {shown} cannot be pickled to send it to process worker {worker}: {exc}"
+    )
