@@ -29,6 +29,7 @@ class ModWorker:
 """
 
 SCRIPT = """
+import linecache
 import os
 import threading
 import traceback
@@ -78,6 +79,15 @@ def my_task(x):
     raise RuntimeError(f"task failure {x}")
 
 
+CELL = "/nonexistent-notebook/cell_1.py"
+CELL_SOURCE = (
+    'class CellWorker:\\n    def compute(self, x):\\n        raise ValueError(f"cell failure {x}")\\n'
+)
+# As IPython does for a notebook cell: its source is only in this process's linecache.
+linecache.cache[CELL] = (len(CELL_SOURCE), None, CELL_SOURCE.splitlines(True), CELL)
+exec(compile(CELL_SOURCE, CELL, "exec"))
+
+
 def show(title, fn):
     print(f"##### {title}", flush=True)
     try:
@@ -91,6 +101,9 @@ show("main class", lambda: h.compute(1).result())
 show("unpicklable argument", lambda: h.compute(threading.Lock()).result())
 show("unpicklable result", lambda: h.give().result())
 h.stop()
+hc = worker(CellWorker).options(**OPTIONS).init()
+show("cell class", lambda: hc.compute(5).result())
+hc.stop()
 hm = worker(ModWorker).options(**OPTIONS).init()
 show("module class", lambda: hm.compute(2).result())
 hm.stop()
@@ -169,6 +182,17 @@ def test_module_class_shows_module_lines(spawned: tuple[Path, dict[str, str]]) -
     _assert_frame(
         part, script.parent / "helpermod.py", "compute", '        raise ValueError(f"module failure {y}")'
     )
+    _assert_no_library_frames(part)
+
+
+@pytest.mark.timeout(120)
+def test_source_only_the_caller_has_is_shown(spawned: tuple[Path, dict[str, str]]) -> None:
+    """A notebook cell's class: the worker cannot read its file, the caller's linecache can."""
+    _, out = spawned
+    part = _worker_side(out["cell class"])
+    frame = '  File "/nonexistent-notebook/cell_1.py", line 3, in compute\n'
+    frame += '    raise ValueError(f"cell failure {x}")\n'
+    assert frame in part, part
     _assert_no_library_frames(part)
 
 

@@ -6,13 +6,20 @@ it reaches the user's method. ``format_worker_traceback`` formats it from the fi
 is not the library's. Frames further in stay, library ones included: they show what the user's
 code called (another worker's ``result()``, say).
 
+Formatting happens in the worker, where ``linecache`` reads the files it ran. A frame whose
+file the worker cannot read (a notebook cell, whose source only the notebook's process holds in
+``linecache``; later, a machine without the caller's files) gets its source line where the
+traceback arrives: ``with_source_lines``.
+
 ``call_name`` names the user's method, or for ``TaskWorker.submit`` (which ``@task`` and
 ``Executor`` use) the user's function, in error messages.
 """
 
 from __future__ import annotations
 
+import linecache
 import os
+import re
 import traceback
 from types import TracebackType
 from typing import Any
@@ -38,6 +45,32 @@ def format_worker_traceback(exc: BaseException) -> str:
     the worker ran (the script's own lines too: code sent by value keeps its file name).
     """
     return "".join(traceback.format_exception(type(exc), exc, user_frames(exc.__traceback__)))
+
+
+# A frame's first line as ``traceback`` formats it (3.10-3.13); inside an exception group its
+# lines carry a ``|`` margin.
+_FRAME = re.compile(r'([ |]*)File "([^"\n]+)", line (\d+), in ')
+
+
+def with_source_lines(text: str) -> str:
+    """A formatted traceback with source lines, from this process's ``linecache``, added to
+    the frames that came without one (their file was not readable where it was formatted)."""
+    if "File " not in text:
+        return text
+    lines = text.splitlines(keepends=True)
+    out = []
+    for i, line in enumerate(lines):
+        out.append(line)
+        frame = _FRAME.match(line)
+        if frame is None:
+            continue
+        margin = frame.group(1)
+        if i + 1 < len(lines) and lines[i + 1].startswith(margin + "  "):
+            continue  # it has its source line
+        source = linecache.getline(frame.group(2), int(frame.group(3))).strip()
+        if source:
+            out.append(f"{margin}  {source}\n")
+    return "".join(out)
 
 
 def runs_functions(cls: type) -> bool:
