@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import pytest
@@ -255,3 +256,30 @@ def test_forked_worker_shows_script_lines(tmp_path: Path) -> None:
     _assert_frame(part, script, "helper", '    raise ValueError(f"bad value {y}")')
     _assert_no_library_frames(part)
     _assert_frame(_worker_side(out["task"]), script, "my_task", '    raise RuntimeError(f"task failure {x}")')
+
+
+class _Failing:
+    def compute(self, x: int) -> int:
+        raise ValueError(f"in-process failure {x}")
+
+    async def compute_async(self, x: int) -> int:
+        raise ValueError(f"in-process failure {x}")
+
+
+@pytest.mark.parametrize("mode", ["thread", "asyncio"])
+@pytest.mark.parametrize("method", ["compute", "compute_async"])
+def test_in_process_traceback_skips_the_backend_loop(mode: str, method: str) -> None:
+    """The exception ``result()`` raises goes from the caller's frames to the method's, without
+    the backend's loop or the runtime in between."""
+    from concurry import worker
+
+    handle = worker(_Failing).options(mode=mode).init()
+    try:
+        with pytest.raises(ValueError, match="in-process failure 1") as caught:
+            getattr(handle, method)(1).result(timeout=10)
+    finally:
+        handle.stop()
+    frames = traceback.extract_tb(caught.value.__traceback__)
+    files = [Path(frame.filename).name for frame in frames]
+    assert frames[-1].name == method and frames[-1].filename == __file__, files
+    assert not {"thread.py", "asyncio.py", "runtime.py"} & set(files), files

@@ -23,6 +23,8 @@ from collections.abc import Callable, Generator
 from concurrent.futures._base import CANCELLED_AND_NOTIFIED, FINISHED, PENDING, RUNNING
 from typing import Any
 
+from .remote_traceback import user_frames
+
 CancelledError = cf.CancelledError
 
 if sys.version_info >= (3, 11):
@@ -352,7 +354,8 @@ def set_outcome(future: cf.Future, result: Any, error: BaseException | None) -> 
     try:
         if error is None:
             future.set_result(result)
-        else:
+        else:  # from the user's frame on: not the backend loop that caught it (cheap, errors only)
+            error.__traceback__ = user_frames(error.__traceback__)
             future.set_exception(error)
     except cf.InvalidStateError:
         pass
