@@ -249,9 +249,10 @@ def test_pickling_errors_name_the_users_function(
 
 
 @pytest.mark.timeout(120)
-def test_forked_worker_shows_script_lines(tmp_path: Path) -> None:
-    """A forked child has the script's code already; its traceback is as good."""
-    script, out = _run(tmp_path, "fork")
+@pytest.mark.parametrize("context", ["fork", "forkserver"])
+def test_other_start_methods_show_script_lines(tmp_path: Path, context: str) -> None:
+    """Forked children (from this process or from a fork server) show the same traceback."""
+    script, out = _run(tmp_path, context)
     part = _worker_side(out["main class"])
     _assert_frame(part, script, "helper", '    raise ValueError(f"bad value {y}")')
     _assert_no_library_frames(part)
@@ -283,3 +284,18 @@ def test_in_process_traceback_skips_the_backend_loop(mode: str, method: str) -> 
     files = [Path(frame.filename).name for frame in frames]
     assert frames[-1].name == method and frames[-1].filename == __file__, files
     assert not {"thread.py", "asyncio.py", "runtime.py"} & set(files), files
+
+
+def test_code_with_constants_marshal_refuses_still_travels() -> None:
+    """Code built by hand can hold constants ``marshal`` refuses; it travels as before."""
+    import pickle
+    import types
+
+    from concurry.class_transport import dumps
+
+    def source() -> object:
+        return None
+
+    code = source.__code__.replace(co_consts=(range(3),))  # returns its first constant
+    fn = types.FunctionType(code, {"__name__": "__main__"})
+    assert pickle.loads(dumps(fn))() == range(3)

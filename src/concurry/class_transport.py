@@ -157,7 +157,10 @@ class _ClassPickler(cloudpickle.Pickler):
                     return _singledispatch, (obj.__wrapped__, dict(registry))
             return super().reducer_override(obj)
         if kind is CodeType:
-            return marshal.loads, (marshal.dumps(obj),)
+            try:
+                return marshal.loads, (marshal.dumps(obj),)
+            except ValueError:  # a constant marshal refuses (code built by hand): cloudpickle's way
+                return super().reducer_override(obj)
         if isinstance(obj, type):
             derive = self._metaclasses.get(obj)
             return derive if derive is not None else super().reducer_override(obj)
