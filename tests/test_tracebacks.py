@@ -50,6 +50,9 @@ class MyWorker:
     def give(self):
         return threading.Lock()
 
+    async def compute_async(self, x):
+        raise ValueError(f"async failure {x}")
+
 
 class Broken:
     def __init__(self):
@@ -99,6 +102,7 @@ def show(title, fn):
 
 h = worker(MyWorker).options(**OPTIONS).init()
 show("main class", lambda: h.compute(1).result())
+show("async method", lambda: h.compute_async(6).result())
 show("unpicklable argument", lambda: h.compute(threading.Lock()).result())
 show("unpicklable result", lambda: h.give().result())
 h.stop()
@@ -211,6 +215,7 @@ def test_constructor_failure_shows_init(spawned: tuple[Path, dict[str, str]]) ->
     [
         ("task", "my_task", '    raise RuntimeError(f"task failure {x}")'),
         ("submit", "plain", "    raise KeyError(x)"),
+        ("async method", "compute_async", '        raise ValueError(f"async failure {x}")'),
     ],
 )
 def test_functions_show_their_own_lines(
@@ -220,6 +225,8 @@ def test_functions_show_their_own_lines(
     part = _worker_side(out[case])
     _assert_frame(part, script, function, source)
     _assert_no_library_frames(part)
+    assert "base_events.py" not in part, part  # the loop the runtime drives a coroutine with
+    assert part.split("Traceback (most recent call last):\n", 1)[1].startswith(f'  File "{script}"'), part
 
 
 @pytest.mark.timeout(120)
