@@ -28,19 +28,17 @@ from typing import Any
 # The package's directory, as the interpreter spells code file names (absolute, normally).
 _HERE = os.path.dirname(__file__)
 _LIBRARY = tuple({os.path.join(_HERE, ""), os.path.join(os.path.abspath(_HERE), "")})
-_ASYNCIO = os.path.join(os.path.dirname(asyncio.__file__), "")
+_DRIVERS = (*_LIBRARY, os.path.join(os.path.dirname(asyncio.__file__), ""))
 
 
 def user_frames(tb: TracebackType | None) -> TracebackType | None:
     """``tb`` from its first frame outside this library (all of it if every frame is ours:
     the failure is the library's own, and its frames are what explains it). The event loop's
-    frames right after ours go too: they are the runtime driving an ``async def`` method."""
-    start = tb
-    while start is not None and start.tb_frame.f_code.co_filename.startswith(_LIBRARY):
-        start = start.tb_next
-    if start is tb:
+    frames among ours go too: they are the runtime driving an ``async def`` method."""
+    if tb is None or not tb.tb_frame.f_code.co_filename.startswith(_LIBRARY):
         return tb
-    while start is not None and start.tb_frame.f_code.co_filename.startswith(_ASYNCIO):
+    start: TracebackType | None = tb
+    while start is not None and start.tb_frame.f_code.co_filename.startswith(_DRIVERS):
         start = start.tb_next
     return tb if start is None else start
 
