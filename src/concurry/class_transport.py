@@ -17,6 +17,11 @@ several such things wrong; ``dumps`` fixes each where it travels:
 - Standard-library wrappers that hold per-process machinery or pickle as a name only the
   script knows (``lru_cache``/``cache``, ``cached_property``, ``singledispatch`` and
   ``singledispatchmethod``) are rebuilt in the child from their public parts.
+- Code objects: cloudpickle replaces their file name with ``"<dynamic-code>"``, so a traceback
+  in the child shows neither the script's name nor its lines. They travel as ``marshal`` data
+  (what ``.pyc`` files hold, nested code included), which keeps the real file name and lines:
+  the child's ``linecache`` reads the script's source like any module's. Parent and child run
+  the same interpreter, so the format matches.
 - The library's own objects: live worker handles become stand-ins that fail clearly when used
   (a handle works only in the process that made it), ``@task`` functions travel as their
   recipe, and the metaclasses ``@worker`` derives travel by reference.
@@ -27,10 +32,11 @@ from __future__ import annotations
 import functools
 import inspect
 import io
+import marshal
 import os
 import pickle
 import sys
-from types import FunctionType, ModuleType
+from types import CodeType, FunctionType, ModuleType
 from typing import Any
 
 import cloudpickle
@@ -150,6 +156,11 @@ class _ClassPickler(cloudpickle.Pickler):
                 if hasattr(obj, "__wrapped__") and callable(getattr(obj, "dispatch", None)):
                     return _singledispatch, (obj.__wrapped__, dict(registry))
             return super().reducer_override(obj)
+        if kind is CodeType:
+            try:
+                return marshal.loads, (marshal.dumps(obj),)
+            except ValueError:  # a constant marshal refuses (code built by hand): cloudpickle's way
+                return super().reducer_override(obj)
         if isinstance(obj, type):
             derive = self._metaclasses.get(obj)
             return derive if derive is not None else super().reducer_override(obj)

@@ -28,6 +28,8 @@ from typing import Any, Generic, TypeVar, overload
 T = TypeVar("T")
 F = TypeVar("F", bound="BaseFuture[Any]")
 
+from .remote_traceback import user_frames
+
 CancelledError = cf.CancelledError
 
 if sys.version_info >= (3, 11):
@@ -396,7 +398,8 @@ def set_outcome(future: cf.Future[Any], result: Any, error: BaseException | None
     try:
         if error is None:
             future.set_result(result)
-        else:
+        else:  # from the user's frame on: not the backend loop that caught it (cheap, errors only)
+            error.__traceback__ = user_frames(error.__traceback__)
             future.set_exception(error)
     except cf.InvalidStateError:
         pass

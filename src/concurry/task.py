@@ -105,6 +105,7 @@ class TaskWorker(Worker):
     """A worker that runs whatever function it is given: ``tw.submit(fn, *args, **kwargs)``."""
 
     __concurry_handle_mixin__ = TaskHandleMixin
+    __concurry_runs_functions__ = True  # errors name submit's function, not submit
 
     if TYPE_CHECKING:  # what its handles are: Executors as well as worker handles
 

@@ -413,15 +413,10 @@ class ProcessBackend(Backend):
 
             return dumps(call)
         except Exception as exc:
+            from ..remote_traceback import unpicklable_argument
+
             culprit = wire.unpicklable_part((*args, *kwargs.values()))
-            set_outcome(
-                future,
-                None,
-                TypeError(
-                    f"{self.cls.__qualname__}.{name}: argument of type {wire.type_name(culprit)} cannot be "
-                    f"pickled to send it to process worker {self.name}: {exc}"
-                ),
-            )
+            set_outcome(future, None, unpicklable_argument(self.cls, name, args, culprit, self.name, exc))
             return None
 
     # ---- calls waiting for futures among their arguments ----

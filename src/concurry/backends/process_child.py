@@ -180,8 +180,10 @@ def send(conn: Connection, payload: Payload) -> None:
 
 def encode_error(exc: BaseException) -> tuple:
     """An exception as it travels: its pickle if it survives the round trip, plus its text."""
+    from ..remote_traceback import format_worker_traceback
+
     text = str(exc)
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    tb = format_worker_traceback(exc)  # the user's frames, with their source lines
     try:
         data: Any = dumps(exc)
         if type(data) is list:
@@ -214,17 +216,20 @@ _NONE = pickle.dumps(None, protocol=5)
 SKIP = pickle.dumps("concurry-skip", protocol=5)  # stands in for a call the parent could not pickle
 
 
-def encode_outcome(index: int, pid: int, status: int, value: Any, where: str) -> Payload:
-    """One outcome record; an unpicklable result becomes a ``TypeError`` naming method and type."""
+def encode_outcome(index: int, pid: int, status: int, value: Any, where: tuple) -> Payload:
+    """One outcome record; an unpicklable result becomes a ``TypeError`` naming method and type.
+    ``where`` is ``(class, method name, args)``, to name the call (or ``submit``'s function)."""
     if status == OK and value is not None and _is_future(value):
         status, value = FUTURE, _outcome_of_future(value)
     try:
         data = _NONE if value is None else dumps(value)
     except Exception as exc:
         shown = value[1] if status == FUTURE else value
+        from ..remote_traceback import call_name
+
         error = TypeError(
-            f"{where} returned a value of type {type(shown).__qualname__} that cannot be pickled "
-            f"to send it back to the caller: {exc}"
+            f"{call_name(*where)} returned a value of type {type(shown).__qualname__} that cannot be "
+            f"pickled to send it back to the caller: {exc}"
         )
         status, data = ERROR, pickle.dumps(encode_error(error), protocol=5)
     if type(data) is bytes:
@@ -382,7 +387,7 @@ def _construct(conn: Connection) -> Any:
 
 
 def _loop(conn: Connection, runtime: Any, control: mmap.mmap, control_fd: int) -> None:
-    cls_name = type(runtime.instance).__qualname__
+    cls = type(runtime.instance)
     invoke = runtime.invoke
     recv = receiver(conn)
     loads = pickle.loads
@@ -407,7 +412,7 @@ def _loop(conn: Connection, runtime: Any, control: mmap.mmap, control_fd: int) -
             batch = message if type(message) is list else [message]
             last = len(batch) - 1
             for position, item in enumerate(batch):
-                name = "?"
+                name, args = "?", ()
                 pack_into(control, STARTING, index)
                 if claim is not None:
                     skipped = not claim(index)
@@ -425,7 +430,7 @@ def _loop(conn: Connection, runtime: Any, control: mmap.mmap, control_fd: int) -
                         status, value = OK, invoke(name, args, kwargs)
                     except BaseException as exc:
                         status, value = ERROR, encode_error(exc)
-                    payload = encode_outcome(index, me[0], status, value, f"{cls_name}.{name}")
+                    payload = encode_outcome(index, me[0], status, value, (cls, name, args))
                     del value
                 index += 1
                 sender.add(payload, position < last)

@@ -13,6 +13,7 @@ from types import FunctionType
 from typing import Any
 
 from ..futures import SyncFuture
+from ..remote_traceback import with_source_lines
 from . import process_child as child
 
 STOP = object()  # marks the stop message in the write queue and the held queue
@@ -34,6 +35,7 @@ def decode_error(value: tuple, where: str = "") -> BaseException:
     unpickling raises) becomes a ``RuntimeError`` naming the method (``where``) and its type.
     """
     data, type_name, text, tb = value
+    tb = with_source_lines(tb)  # lines the child could not read, if this process can
     exc: BaseException | None = None
     if data is not None:
         try:
