@@ -25,10 +25,10 @@ from collections.abc import Callable, Generator
 from concurrent.futures._base import CANCELLED_AND_NOTIFIED, FINISHED, PENDING, RUNNING
 from typing import Any, Generic, TypeVar, overload
 
+from .remote_traceback import user_frames
+
 T = TypeVar("T")
 F = TypeVar("F", bound="BaseFuture[Any]")
-
-from .remote_traceback import user_frames
 
 CancelledError = cf.CancelledError
 
