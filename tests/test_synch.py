@@ -308,7 +308,7 @@ def test_waiting_on_many_pending_futures_does_not_poll():
     extra = _extra_calls_when_waiting_longer(lambda t: wait(futures, timeout=t))
     assert extra < EXTRA_CALLS_BOUND, f"wait made {extra} more calls in 1 s than in 0.05 s: it is polling"
     extra = _extra_calls_when_waiting_longer(lambda t: asyncio.run(async_wait(futures, timeout=t)))
-    assert extra < EXTRA_CALLS_BOUND, f"async_wait made {extra} more calls in 1 s than in 0.05 s: it is polling"
+    assert extra < EXTRA_CALLS_BOUND, f"async_wait made {extra} more calls in 1 s than in 0.05 s: polling"
 
 
 def test_gather_does_not_poll_while_waiting():
