@@ -323,7 +323,7 @@ def test_crash_is_seen_while_a_helper_process_holds_the_socket(how):
         pending = w.sleep(30)
         os.kill(pid, signal.SIGKILL)
         with pytest.raises(WorkerCrashedError, match="SIGKILL"):
-            pending.result(timeout=2)
+            pending.result(timeout=10)  # (the helper holds the socket for 30 s)
         w.stop(timeout=1)
         assert process_alive(helper), "stop() waited for the helper to let go of the socket"
     finally:
