@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures as cf
 import gc
 import time
 
 from common import Row, best_of, timed
-from concurry import ConcurrentFuture, Executor, ProgressBar, SyncFuture, gather, wait
+from concurry import ConcurrentFuture, Executor, ProgressBar, SyncFuture, async_wait, gather, wait
 
 TITLE = "wait / gather / ProgressBar"
 
@@ -121,6 +122,42 @@ def wait_cpu_on_pending() -> Row:
     )
 
 
+def _cpu(fn) -> float:
+    start = time.process_time()
+    fn()
+    return time.process_time() - start
+
+
+def async_wait_cpu_on_pending() -> Row:
+    """The CPU side of tests/test_synch.py's no-polling checks (which count calls), for
+    async_wait; the baseline is concurrent.futures.wait on the same futures, in the same run."""
+    futures = [ConcurrentFuture() for _ in range(N)]
+    cpu = _cpu(lambda: asyncio.run(async_wait(futures, timeout=1.0)))
+    base = _cpu(lambda: cf.wait(futures, timeout=1.0))
+    return Row(
+        "CPU while async_wait() holds 10k pending futures for 1 s", cpu, "cf.wait", base,
+        unit="s CPU", budget="well under 0.1 s", ok=cpu < 0.1,
+    )
+
+
+def gather_cpu_on_pending() -> Row:
+    """The same for gather, which raises TimeoutError at the end of the second."""
+    futures = [ConcurrentFuture() for _ in range(N)]
+
+    def gather_for_a_second() -> None:
+        try:
+            gather(futures, timeout=1.0)
+        except TimeoutError:
+            pass
+
+    cpu = _cpu(gather_for_a_second)
+    base = _cpu(lambda: cf.wait(futures, timeout=1.0))
+    return Row(
+        "CPU while gather() holds 10k pending futures for 1 s", cpu, "cf.wait", base,
+        unit="s CPU", budget="well under 0.1 s", ok=cpu < 0.1,
+    )
+
+
 def run() -> list[Row]:
     return [
         gather_completed(),
@@ -128,4 +165,6 @@ def run() -> list[Row]:
         gather_iter_thread_pool(),
         progress_million_updates(),
         wait_cpu_on_pending(),
+        async_wait_cpu_on_pending(),
+        gather_cpu_on_pending(),
     ]

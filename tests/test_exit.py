@@ -10,15 +10,15 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
 from conftest import process_alive, wait_until
 
-# generous: exit itself should take about a second; before the fix 16 busy process workers
-# took 16 s or more, one after another
-EXIT_BOUND = 8.0
+# Each nap marks a file when it ends: exit itself should take about a second, so no nap may
+# end before the program does. Before the fix 16 busy process workers took 16 s or more to
+# stop, one after another, and the later ones would have finished their naps.
+NAP = 10.0
 
 SCRIPT = textwrap.dedent(
     """
@@ -30,16 +30,17 @@ SCRIPT = textwrap.dedent(
         def where(self):
             return os.getpid(), threading.get_ident()
 
-        def nap(self, seconds):
+        def nap(self, seconds, folder):
             time.sleep(seconds)
+            open(os.path.join(folder, f"napped-{os.getpid()}-{threading.get_ident()}"), "w").close()
 
-    how, mode, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    how, mode, size, nap, folder = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
     options = {"mode": mode} if size == 1 else {"mode": mode, "max_workers": size}
     pool = Sleeper.options(**options).init()
     seen = set()
     while len(seen) < size:  # every worker has answered, so every one exists
         seen.add(pool.where().result(timeout=60))
-    naps = [pool.nap(60) for _ in range(size)]
+    naps = [pool.nap(nap, folder) for _ in range(size)]
     time.sleep(0.5)  # let the naps start
     print("PIDS", *sorted({pid for pid, _ in seen} - {os.getpid()}), flush=True)
     print("READY", flush=True)
@@ -51,13 +52,13 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def _run_until_exit(tmp_path, how: str, mode: str, size: int) -> tuple[float, int, list[int], str]:
-    """Run the script; return seconds from READY to exit, the exit code, worker pids, stderr."""
+def _run_until_exit(tmp_path, how: str, mode: str, size: int) -> tuple[int, list[int], str]:
+    """Run the script (its naps mark ``tmp_path``); return the exit code, worker pids, stderr."""
     script = tmp_path / "busy_at_exit.py"
     script.write_text(SCRIPT)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     proc = subprocess.Popen(
-        [sys.executable, str(script), how, mode, str(size)],
+        [sys.executable, str(script), how, mode, str(size), str(NAP), str(tmp_path)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -73,11 +74,10 @@ def _run_until_exit(tmp_path, how: str, mode: str, size: int) -> tuple[float, in
                 break
         else:
             pytest.fail(f"the script ended before it was ready: {proc.communicate(timeout=30)[1]}")
-        started = time.monotonic()
         if how == "ctrl-c":
             os.killpg(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=60)
-        return time.monotonic() - started, proc.returncode, pids, err
+        return proc.returncode, pids, err
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -88,14 +88,15 @@ def _run_until_exit(tmp_path, how: str, mode: str, size: int) -> tuple[float, in
 @pytest.mark.parametrize("how", ["normal", "exception", "ctrl-c"])
 @pytest.mark.parametrize(("mode", "size"), [("process", 16), ("thread", 16), ("asyncio", 1)])
 def test_exit_with_busy_workers_is_prompt(tmp_path, how, mode, size):
-    seconds, code, pids, err = _run_until_exit(tmp_path, how, mode, size)
+    code, pids, err = _run_until_exit(tmp_path, how, mode, size)
     expected = {"normal": 0, "exception": 1, "ctrl-c": -signal.SIGINT}[how]
     assert code == expected, err
     if how == "exception":
         assert "RuntimeError: the script fails" in err
-    assert seconds < EXIT_BOUND, f"exit took {seconds:.1f} s"
     assert len(pids) == (size if mode == "process" else 0)
     assert wait_until(lambda: not any(process_alive(pid) for pid in pids), timeout=10)
+    napped = sorted(path.name for path in tmp_path.glob("napped-*"))
+    assert napped == [], f"exit waited for {len(napped)} of the {NAP:.0f} s naps to end"
 
 
 # A finalizer that stops a busy worker while the interpreter shuts down: the worker's threads

@@ -89,13 +89,15 @@ class BrokenInit:
 
 
 class FirstToStartFails:
-    """The first instance to reach ``__init__`` raises at once; every other one sleeps ``seconds``."""
+    """The first instance to reach ``__init__`` raises at once; every other one sleeps ``seconds``,
+    then marks ``<flag_dir>/slept-<pid>`` (so a test sees whether a sleep ran to its end)."""
 
     def __init__(self, flag_dir: str, seconds: float = 5.0):
         try:
             os.close(os.open(os.path.join(flag_dir, "failed"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
         except FileExistsError:
             time.sleep(seconds)
+            open(os.path.join(flag_dir, f"slept-{os.getpid()}"), "w").close()
         else:
             raise KeyError("first to start fails")
 
@@ -236,13 +238,13 @@ def test_init_error_is_raised_and_no_worker_is_left(pool_mode):
 
 @pytest.mark.timeout(30)
 def test_process_pool_init_error_is_raised_without_waiting_for_slow_siblings(tmp_path):
-    """One worker's ``__init__`` fails at once while its two siblings sleep 5 s in theirs:
-    ``init()`` raises that error long before the sleeps end, and kills the sleeping workers."""
+    """One worker's ``__init__`` fails at once while its two siblings sleep 15 s in theirs:
+    ``init()`` raises that error before any sleep ends, and kills the sleeping workers."""
     children = child_pids()
-    began = time.monotonic()
     with pytest.raises(KeyError, match="first to start fails"):
-        worker(FirstToStartFails).options(mode="process", max_workers=3).init(str(tmp_path), 5.0)
-    assert time.monotonic() - began < 3.0  # did not wait for the 5 s sleeps
+        worker(FirstToStartFails).options(mode="process", max_workers=3).init(str(tmp_path), 15.0)
+    slept = [name for name in os.listdir(tmp_path) if name.startswith("slept-")]
+    assert slept == [], "init() waited for a sibling's slow __init__ to end"
     assert not (child_pids() - children)  # the sleeping siblings are gone already
 
 

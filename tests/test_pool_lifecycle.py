@@ -69,11 +69,11 @@ def test_stop_timeout_cancels_what_is_left_and_returns(pool_mode, tmp_path):
     children = child_pids()
     pool = Counter.options(mode=pool_mode, max_workers=2, max_queued_tasks=1).init()
     running, waiting, gate = _running_and_waiting(pool, tmp_path)
-    began = time.monotonic()
-    pool.stop(timeout=0.2)
-    assert time.monotonic() - began < 5.0  # the running calls would hold it for 30 s
+    pool.stop(timeout=0.2)  # the gate opens only after it returns: the running calls are held
     assert all(f.done() for f in running + waiting)  # never pending
-    assert all(f.cancelled() for f in waiting)
+    # cancelled, not finished: a stop that waited for the running calls would see them end
+    # (at their 30 s cap) with a result
+    assert all(f.cancelled() for f in running + waiting)
     open(gate, "w").close()  # (thread workers cannot be killed: let them end)
     assert wait_until(lambda: not (child_pids() - children))
 

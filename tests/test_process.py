@@ -21,7 +21,7 @@ import pytest
 
 import concurry
 from concurry import ConcurrentFuture, WorkerCrashedError, WorkerStoppedError, worker
-from conftest import child_pids, open_fds, wait_until, zombie_children
+from conftest import child_pids, open_fds, process_alive, wait_until, zombie_children
 
 SCRIPT_TIMEOUT = 60
 
@@ -302,7 +302,7 @@ def test_calls_handed_to_the_process_are_running_and_cannot_be_cancelled(tmp_pat
         marker = tmp_path / "started"
         first = w.sleep_marked(str(marker), 0.5)
         queued = w.record("queued")
-        wait_until(marker.exists)
+        assert wait_until(marker.exists, timeout=20)
         assert first.running()
         assert not first.cancel() and not queued.cancel()  # as with ProcessPoolExecutor
         held = w.record(w.sleep(0.3))  # waits in the parent for its argument: still cancellable
@@ -323,10 +323,9 @@ def test_crash_is_seen_while_a_helper_process_holds_the_socket(how):
         pending = w.sleep(30)
         os.kill(pid, signal.SIGKILL)
         with pytest.raises(WorkerCrashedError, match="SIGKILL"):
-            pending.result(timeout=2)
-        start = time.monotonic()
+            pending.result(timeout=10)  # (the helper holds the socket for 30 s)
         w.stop(timeout=1)
-        assert time.monotonic() - start < 5
+        assert process_alive(helper), "stop() waited for the helper to let go of the socket"
     finally:
         os.kill(helper, signal.SIGKILL)
 
@@ -336,9 +335,8 @@ def test_stop_returns_while_a_helper_process_holds_the_socket():
     helper = w.start_helper("fork").result(timeout=10)
     try:
         done = w.incr()
-        start = time.monotonic()
         w.stop(timeout=2)
-        assert time.monotonic() - start < 5
+        assert process_alive(helper), "stop() waited for the helper to let go of the socket"
         assert done.result(timeout=1) == 1
         with pytest.raises(WorkerStoppedError):
             w.incr()
