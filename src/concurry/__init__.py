@@ -1,4 +1,4 @@
-"""Concurry: one API for running Python code concurrently (SPEC §1).
+"""Concurry: one API for running Python code concurrently.
 
 Write a class (``@worker``) or a function (``@task``) once, pick ``mode=`` (``sync``, ``thread``,
 ``asyncio``, ``process``, ``ray``) and get futures, pools, limits, retries and progress bars.

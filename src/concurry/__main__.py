@@ -1,4 +1,4 @@
-"""``python -m concurry``: a short tour on this machine (SPEC §14).
+"""``python -m concurry``: a short tour on this machine.
 
 1. The same worker class running in every available mode.
 2. A pool spreading calls over its workers, with a live progress bar.

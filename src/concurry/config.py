@@ -1,4 +1,4 @@
-"""``global_config``, ``temp_config`` and the merge of a worker's options over them (SPEC §9, §2.2).
+"""``global_config``, ``temp_config`` and the merge of a worker's options over them.
 
 One ``defaults`` section plus one section per mode. A section stores only the settings explicitly
 set on it; reading a setting answers what a worker would get: the section's own value if set, else
@@ -292,7 +292,8 @@ global_config = GlobalConfig()
 
 
 def resolve_options(given: Mapping[str, Any]) -> WorkerOptions:
-    """Merge validated user options over ``global_config`` (SPEC §2.2 precedence), at ``init()``."""
+    """Merge validated user options over ``global_config`` at ``init()``: options win over
+    the mode's section, which wins over ``defaults``."""
     mode = given.get("mode") or global_config.defaults.mode
     lookup = global_config._sections[mode]._value
 

@@ -48,7 +48,7 @@ def _with_aliases(enum_cls, aliases: dict[str, str]):
 
 
 class ExecutionMode(_ParsableEnum):
-    """Where a worker runs (SPEC §3)."""
+    """Where a worker runs."""
 
     SYNC = "sync"
     THREAD = "thread"
@@ -74,7 +74,7 @@ _with_aliases(
 
 
 class LoadBalancingAlgorithm(_ParsableEnum):
-    """How a pool picks the worker for the next call (SPEC §4)."""
+    """How a pool picks the worker for the next call."""
 
     ROUND_ROBIN = "round_robin"
     ACTIVE = "active"
@@ -90,7 +90,7 @@ _with_aliases(
 
 
 class RateLimitAlgorithm(_ParsableEnum):
-    """Rate-limiting algorithms of ``RateLimit`` (SPEC §10)."""
+    """Rate-limiting algorithms of ``RateLimit``."""
 
     TOKEN_BUCKET = "token_bucket"
     LEAKY_BUCKET = "leaky_bucket"
@@ -100,7 +100,7 @@ class RateLimitAlgorithm(_ParsableEnum):
 
 
 class RetryAlgorithm(_ParsableEnum):
-    """Back-off schedules for retries (SPEC §11)."""
+    """Back-off schedules for retries."""
 
     EXPONENTIAL = "exponential"
     LINEAR = "linear"
@@ -112,7 +112,7 @@ _with_aliases(RetryAlgorithm, {"exp": "exponential", "constant": "fixed", "fib":
 
 
 class PollingAlgorithm(_ParsableEnum):
-    """How remote (Ray) futures are polled while waiting (SPEC §7)."""
+    """How remote (Ray) futures are polled while waiting."""
 
     FIXED = "fixed"
     ADAPTIVE = "adaptive"
@@ -121,7 +121,7 @@ class PollingAlgorithm(_ParsableEnum):
 
 
 class ReturnWhen(_ParsableEnum):
-    """When ``wait`` returns (SPEC §7)."""
+    """When ``wait`` returns."""
 
     ALL_COMPLETED = "all_completed"
     FIRST_COMPLETED = "first_completed"

@@ -1,4 +1,4 @@
-"""The library's own exception types (SPEC §13). Everything else uses the standard types."""
+"""The library's own exception types. Everything else uses the standard types."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Futures returned by every call (SPEC §6).
+"""Futures returned by every call.
 
 ``BaseFuture`` is the one interface. Local modes return ``ConcurrentFuture`` (a real
 ``concurrent.futures.Future``, so ``concurrent.futures.wait``/``as_completed`` and
@@ -38,7 +38,7 @@ else:
 
     class _WaitTimeout(cf.TimeoutError, TimeoutError):
         """Python 3.10: ``concurrent.futures.TimeoutError`` is not the builtin ``TimeoutError``;
-        a wait timeout raises this, which is both, so either ``except`` catches it (SPEC §6)."""
+        a wait timeout raises this, which is both, so either ``except`` catches it."""
 
 
 class BaseFuture(Generic[T]):
@@ -250,7 +250,7 @@ class AsyncioFuture(BaseFuture[T]):
     def _blocking_wait(self, timeout: float | None) -> cf.Future[T]:
         if self._future.done():
             if self._future.cancelled():
-                # asyncio.CancelledError is not concurrent.futures.CancelledError (SPEC §6)
+                # asyncio.CancelledError is not concurrent.futures.CancelledError
                 raise CancelledError()
             return self._future  # type: ignore[return-value]
         if self._in_loop_thread():

@@ -1,4 +1,4 @@
-"""Worker options: each one validated once, at ``options()``/``@worker(...)`` time (SPEC §2.2).
+"""Worker options: each one validated once, at ``options()``/``@worker(...)`` time.
 
 ``validate_options`` checks what the user typed; ``config.resolve_options`` merges those values
 with ``global_config`` at ``init()`` time into one immutable ``WorkerOptions``, which is then
@@ -17,7 +17,7 @@ from .constants import ExecutionMode, LoadBalancingAlgorithm, RetryAlgorithm
 
 MP_CONTEXTS = ("spawn", "forkserver", "fork")
 
-# Ray actor options passed through untouched (SPEC §12); ignored by the other modes.
+# Ray actor options passed through untouched; ignored by the other modes.
 RAY_OPTIONS = frozenset(
     {
         "num_cpus", "num_gpus", "resources", "runtime_env", "memory", "accelerator_type",
@@ -59,7 +59,7 @@ def _number(name: str, value: Any, low: float, high: float | None = None) -> flo
         value = float(value)
     except OverflowError:  # an int too large for a float
         raise ValueError(f"{name} must be a finite number {bounds}, got an int of {value.bit_length()} bits")
-    # inf is refused too: a wait or timeout of forever breaks "nothing blocks forever" (§13)
+    # inf is refused too: a wait or timeout of forever breaks "nothing blocks forever"
     if not math.isfinite(value) or value < low or (high is not None and value > high):
         raise ValueError(f"{name} must be a finite number {bounds}, got {value!r}")
     return value
@@ -106,7 +106,7 @@ def _retry_until(name: str, value: Any) -> Any:
 
 
 def _limits(name: str, value: Any) -> Any:
-    # Enforcement arrives with the limits issue (SPEC §10); accepted and stored until then.
+    # Accepted and stored; not enforced yet.
     if value is None or isinstance(value, (list, tuple)) or hasattr(value, "acquire"):
         return value
     raise TypeError(f"{name} must be a LimitSet, a LimitPool or a list of Limit objects, got {value!r}")
@@ -212,7 +212,7 @@ SINGLE_WORKER_MODES = (ExecutionMode.SYNC, ExecutionMode.ASYNCIO)
 
 def _check_single_worker_modes(values: Mapping[str, Any], complete: bool = True) -> None:
     """Check a combination of user-given options: sync/asyncio take only ``max_workers=1`` and
-    no ``on_demand``; ``max_workers=0`` is defined only for on-demand pools (SPEC §4).
+    no ``on_demand``; ``max_workers=0`` is defined only for on-demand pools.
 
     ``complete=False`` is for one layer alone (``@worker(...)`` or one ``options()`` call), whose
     missing ``on_demand`` may come from another layer: ``@worker(on_demand=True)`` then
@@ -236,7 +236,7 @@ def _check_single_worker_modes(values: Mapping[str, Any], complete: bool = True)
 
 @dataclass(frozen=True)
 class RetryOptions:
-    """Retry settings as resolved for one worker; enforced by the retries issue (SPEC §11)."""
+    """Retry settings as resolved for one worker; not enforced yet."""
 
     num_retries: Any = 0
     retry_on: Any = Exception

@@ -1,4 +1,4 @@
-"""``ProgressBar``: a tqdm bar that is cheap to update and says how things ended (SPEC §8).
+"""``ProgressBar``: a tqdm bar that is cheap to update and says how things ended.
 
 It wraps ``tqdm.auto.tqdm`` (a console bar in a terminal, tqdm's widget in a notebook). Updates
 are counted locally and handed to tqdm at most every ``mininterval`` seconds, so a million

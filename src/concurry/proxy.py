@@ -1,4 +1,4 @@
-"""Worker handles: what ``init()`` returns for a single worker (SPEC §2.3, §2.4).
+"""Worker handles: what ``init()`` returns for a single worker.
 
 A handle exposes the user's public methods. The first access to a method builds the backend's
 fast caller for it and caches it on the handle, so later calls skip ``__getattr__`` entirely.

@@ -1,4 +1,4 @@
-"""Waiting on many futures at once: ``wait``, ``gather``, ``async_wait``, ``async_gather`` (SPEC §7).
+"""Waiting on many futures at once: ``wait``, ``gather``, ``async_wait``, ``async_gather``.
 
 These functions shape the caller's input (lists, dicts, generators, plain values, coroutines)
 and the answer (results in input order, dicts by key, ``(done, not_done)`` sets, progress bars).
@@ -192,7 +192,7 @@ def gather(
     timeout: float | None = None,
     progress: bool | dict[str, Any] = False,
 ) -> Any:
-    """Wait for futures and return their results (SPEC §7).
+    """Wait for futures and return their results.
 
     A list/tuple/set/generator gives a list in input order, a dict gives a dict with the same
     keys, a single future a one-element list; plain values pass through as results. With

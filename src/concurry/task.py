@@ -1,4 +1,4 @@
-"""Running plain functions: ``TaskWorker``, ``@task`` and ``Executor`` (SPEC §5).
+"""Running plain functions: ``TaskWorker``, ``@task`` and ``Executor``.
 
 A ``TaskWorker`` is an ordinary worker whose one method, ``submit(fn, *args)``, calls ``fn``
 where the worker lives. Its handles (single or pool) are real ``concurrent.futures.Executor``s.

@@ -1,4 +1,4 @@
-"""Caller-side checks of constructor arguments (SPEC §2.5), before any thread/process starts.
+"""Caller-side checks of constructor arguments, before any thread/process starts.
 
 Plain classes: the arguments are bound to ``__init__``'s signature, so a wrong call fails in the
 caller with Python's own ``TypeError``. Pydantic (and ``morphic.Typed``) models: the arguments

@@ -1,4 +1,4 @@
-"""Defining and creating workers: ``@worker``, ``Worker``, ``W.options(...).init(...)`` (SPEC §2.1, §2.2).
+"""Defining and creating workers: ``@worker``, ``Worker``, ``W.options(...).init(...)``.
 
 Calling a worker class (or ``.init``) creates a worker and returns a handle, never a bare
 instance. ``@worker`` on a plain class returns a subclass with the same name, docstring and
@@ -74,12 +74,12 @@ class WorkerMeta(type):
         """A builder with these options over the class defaults; the class is left unchanged.
 
         Options are validated now (unknown names, wrong types and out-of-range values raise
-        ``ValueError``/``TypeError``); limits and retry options are stored, enforced later (§10, §11).
+        ``ValueError``/``TypeError``); limits and retry options are stored, not enforced yet.
         """
         return _options(cls, options)
 
     def init(cls, *args: Any, **kwargs: Any) -> WorkerHandle:
-        """Create a worker (or a pool, SPEC §4) with the class defaults; args go to ``__init__``."""
+        """Create a worker (or a pool) with the class defaults; args go to ``__init__``."""
         return _init(cls, args, kwargs)
 
 
@@ -119,7 +119,7 @@ class Worker:
 
     @classmethod
     def init(cls, *args: Any, **kwargs: Any) -> WorkerHandle:
-        """Create a worker (or a pool, SPEC §4) with the class defaults; args go to ``__init__``."""
+        """Create a worker (or a pool) with the class defaults; args go to ``__init__``."""
         return _init(cls, args, kwargs)
 
 
@@ -140,7 +140,7 @@ class WorkerBuilder(Generic[H]):
 
     def init(self, *args: Any, **kwargs: Any) -> H:
         """Create the worker (or pool). Limits and retry options are validated and stored now;
-        they take effect once the limits and retries features land (SPEC §10, §11)."""
+        they take effect once the limits and retries features land."""
         options = resolve_options(self._options)
         args, kwargs = check_init_args(self._cls, args, kwargs)
         if options.is_pool:
@@ -219,9 +219,9 @@ def worker(cls: None = None, /, **options: Any) -> Callable[[type[Any]], type[Wo
 def worker(cls: type | None = None, /, **options: Any) -> Any:
     """Make a class a worker: ``@worker`` or ``@worker(mode="thread", ...)``; options become defaults.
 
-    Every option of SPEC §2.2 is validated here. ``limits`` and the retry options
+    Every worker option is validated here. ``limits`` and the retry options
     (``num_retries``, ``retry_on``, ...) are accepted and stored; they are enforced once the
-    limits and retries features land (SPEC §10, §11).
+    limits and retries features land.
     """
     validated = validate_options(options)
     if cls is not None:
