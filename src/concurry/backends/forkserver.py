@@ -22,9 +22,8 @@ import socket
 import struct
 import subprocess
 import threading
-from typing import Any
 
-from .process_launch import Forked, child_reaped
+from .process_launch import Forked, child_reaped, run_forked_child, start_interpreter
 
 _MESSAGE = struct.Struct("!qq")  # (pid, exit code), or (pid, _FORKED) answering a request
 _FORKED = 1 << 40
@@ -70,14 +69,7 @@ def serve(fd: int, parent_pid: int) -> None:
         child_fd, control_fd = fds
         pid = os.fork()
         if pid == 0:
-            code = 1
-            try:
-                child.close_fds_except({0, 1, 2, child_fd, control_fd})
-                child.serve(child_fd, control_fd, me)
-                code = 0
-            finally:
-                child._flush_std_streams()
-                os._exit(code)
+            run_forked_child(child_fd, control_fd, me)
         os.close(child_fd)
         os.close(control_fd)
         live.release()
@@ -112,10 +104,10 @@ class _ServedProcess(Forked):
 class ForkServer:
     """The parent's handle on the helper process (one per parent process)."""
 
-    def __init__(self, bootstrap: Any):
+    def __init__(self) -> None:
         ours, theirs = socket.socketpair()
         try:
-            self.process = bootstrap(
+            self.process = start_interpreter(
                 "from concurry.backends.forkserver import serve\nserve({fd}, {ppid})",
                 {"fd": theirs.fileno(), "ppid": os.getpid()},
                 (theirs.fileno(),),
@@ -200,14 +192,14 @@ _server: ForkServer | None = None
 _server_lock = threading.Lock()
 
 
-def get_server(bootstrap: Any) -> ForkServer:
+def get_server() -> ForkServer:
     """The fork server of this process, started on first use (and again if it died)."""
     global _server
     with _server_lock:
         if _server is None or not _server.alive:
             if _server is not None:
                 _server.shutdown()
-            _server = ForkServer(bootstrap)
+            _server = ForkServer()
         return _server
 
 

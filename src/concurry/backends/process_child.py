@@ -1,15 +1,8 @@
 """The main loop of a process worker's child (``mode="process"``).
 
-The parent starts a fresh interpreter (or forks) with one end of a socket pair. Over it the
-child receives, in order: the worker class and its constructor arguments (one cloudpickle
-message), then calls, either one pickled ``(name, args, kwargs)`` tuple or a pickled list of
-such payloads (a batch), and finally ``None`` (stop). It answers, in the same order, one
-outcome per call: a record, or a batch of records. A record is a ``TAG`` (the call's index,
-the pid that ran it, the status) followed by the pickled value, so the parent can check that
-each outcome belongs to the call it expects (a stray one, e.g. from a process the user's method
-forked that returned into this loop, breaks the worker loudly instead of answering another
-call) and can fail just that call if the value cannot be unpickled there. A batch is a ``TAG``
-with index -1 followed by a pickled list of records.
+The parent starts a fresh interpreter (or forks) with one end of a socket pair and a control
+page; what travels over them, and how it is framed, is in ``process_wire``. The child builds
+the instance, then answers every call, in order, with one outcome record.
 
 A small shared page (``control``) lets the parent cancel calls that have not started
 (``stop(cancel_futures=True)``) while one is running: the child writes the index of the call
@@ -29,7 +22,6 @@ from __future__ import annotations
 import mmap
 import os
 import pickle
-import struct
 import sys
 import threading
 import time
@@ -38,144 +30,32 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-# outcome statuses
-OK = 0
-ERROR = 1  # value: (exception pickle or None, type name, text, child traceback)
-CANCELLED = 2
-FUTURE = 3  # the method returned a future: value is that future's own (status, value)
-SKIPPED = 4  # answers SKIP: a call the parent could not pickle (and failed itself)
+from .process_wire import BIG as _BIG
+from .process_wire import (
+    CANCELLED,
+    CLAIMED,
+    CLAIMS,
+    CONTROL_SIZE,
+    ERROR,
+    FUTURE,
+    INT,
+    OK,
+    READY,
+    SKIP,
+    SKIP_FROM,
+    SKIP_TO,
+    SKIPPED,
+    STARTING,
+    TAG,
+    WATERMARK,
+    Payload,
+    dumps,
+    receiver,
+    send,
+)
+from .process_wire import NONE as _NONE
 
-READY = "ready"
 _BATCH_SECONDS = 0.001  # results of a batch are held back at most this long
-_BIG = 64 * 1024  # outcomes at least this big are sent on their own, not copied into a batch
-# the control page: int64 fields at these offsets
-STARTING = 0  # index of the call starting (written by the child)
-WATERMARK = 8  # calls below this index are skipped (stop(cancel_futures=True))
-SKIP_FROM, SKIP_TO = 16, 24  # with claims: calls in [SKIP_FROM, SKIP_TO) were taken back
-CLAIMS = 32  # 1: claim each call under the page's lock before starting it
-CLAIMED = 40  # with claims: how many calls were claimed (the next unclaimed index)
-_CONTROL_SIZE = 48
-_INT = struct.Struct("q")
-TAG = struct.Struct("<qiB")  # (call index, or -1 for a batch; sender pid; status)
-_HEADER = struct.Struct("!i")
-_BIG_HEADER = struct.Struct("!iQ")
-
-
-class _Chunks(list):
-    """A file for ``Pickler`` that keeps what it is given: large ``bytes`` arrive uncopied."""
-
-    write = list.append
-
-
-Payload = bytes | list  # one pickle: a bytes object, or the chunks of a large one
-
-
-def dump(value: Any, pickler: type[pickle.Pickler] = pickle.Pickler) -> Payload:
-    """Pickle ``value`` without copying large buffers; ``bytes`` when it fits in one chunk."""
-    chunks = _Chunks()
-    pickler(chunks, 5).dump(value)
-    return chunks[0] if len(chunks) == 1 else list(chunks)
-
-
-def dumps(value: Any) -> Payload:
-    """Plain pickle, or cloudpickle for what plain pickle cannot do (lambdas, local classes)."""
-    try:
-        return dump(value)
-    except Exception:
-        import cloudpickle
-
-        return cloudpickle.dumps(value, protocol=5)
-
-
-def size_of(payload: Payload) -> int:
-    return len(payload) if type(payload) is bytes else sum(memoryview(c).nbytes for c in payload)
-
-
-def write_chunks(fd: int, chunks: list) -> None:
-    """Send one message made of ``chunks`` in ``Connection``'s framing, with gathered writes."""
-    size = sum(memoryview(c).nbytes for c in chunks)
-    header = _HEADER.pack(size) if size <= 0x7FFFFFFF else _BIG_HEADER.pack(-1, size)
-    views = [memoryview(header)] + [memoryview(c).cast("B") for c in chunks]
-    while views:
-        written = os.writev(fd, views[:512])
-        while views and written >= views[0].nbytes:
-            written -= views[0].nbytes
-            views.pop(0)
-        if written:
-            views[0] = views[0][written:]
-
-
-class Receiver:
-    """``conn.recv_bytes`` with fewer system calls and copies.
-
-    Small messages: one ``read`` fetches the header, the message and often the next ones
-    (``Connection`` reads header and body separately). Large ones are read straight into a
-    buffer of the right size (``Connection`` collects them in a ``BytesIO``). Same framing.
-    """
-
-    __slots__ = ("buffer", "fd")
-
-    def __init__(self, conn: Connection):
-        self.fd = conn.fileno()
-        self.buffer = b""
-
-    def buffered(self) -> bool:
-        """Is a whole message already here (so reading will not block)?"""
-        buffer = self.buffer
-        if len(buffer) < 4:
-            return False
-        (size,) = _HEADER.unpack_from(buffer)
-        return size >= 0 and len(buffer) >= 4 + size
-
-    def __call__(self) -> bytes | bytearray:
-        buffer, fd = self.buffer, self.fd
-        while len(buffer) < 4:
-            buffer = self._more(buffer, fd)
-        (size,) = _HEADER.unpack_from(buffer)
-        start = 4
-        if size == -1:
-            while len(buffer) < 12:
-                buffer = self._more(buffer, fd)
-            (size,) = struct.unpack_from("!Q", buffer, 4)
-            start = 12
-        end = start + size
-        if len(buffer) >= end:
-            self.buffer = buffer[end:]
-            return buffer[start:end]
-        if size < _BIG:
-            while len(buffer) < end:
-                buffer = self._more(buffer, fd)
-            self.buffer = buffer[end:]
-            return buffer[start:end]
-        message = bytearray(size)  # large: read the rest in place
-        got = len(buffer) - start
-        message[:got] = buffer[start:]
-        self.buffer = b""
-        view = memoryview(message)
-        while got < size:
-            n = os.readv(fd, [view[got:]])
-            if not n:
-                raise EOFError
-            got += n
-        return message
-
-    def _more(self, buffer: bytes, fd: int) -> bytes:
-        data = os.read(fd, _BIG)
-        if not data:
-            raise EOFError
-        self.buffer = buffer = buffer + data if buffer else data
-        return buffer
-
-
-def receiver(conn: Connection) -> Receiver:
-    return Receiver(conn)
-
-
-def send(conn: Connection, payload: Payload) -> None:
-    if type(payload) is bytes:
-        conn.send_bytes(payload)
-    else:
-        write_chunks(conn.fileno(), payload)
 
 
 def encode_error(exc: BaseException) -> tuple:
@@ -210,10 +90,6 @@ def _is_future(value: Any) -> bool:
     import concurrent.futures
 
     return isinstance(value, concurrent.futures.Future) or type(value).__module__ == "concurry.futures"
-
-
-_NONE = pickle.dumps(None, protocol=5)
-SKIP = pickle.dumps("concurry-skip", protocol=5)  # stands in for a call the parent could not pickle
 
 
 def encode_outcome(index: int, pid: int, status: int, value: Any, where: tuple) -> Payload:
@@ -332,7 +208,7 @@ def serve(fd: int, control_fd: int, parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     die_with_parent(parent_pid)
     conn = Connection(fd)
-    control = mmap.mmap(control_fd, _CONTROL_SIZE)
+    control = mmap.mmap(control_fd, CONTROL_SIZE)
     try:
         runtime = _construct(conn)
         if runtime is None:
@@ -349,7 +225,7 @@ def _claimer(control: mmap.mmap, fd: int) -> Callable[[int], bool]:
     the watermark), else record it as claimed so the parent can no longer take it back."""
     import fcntl
 
-    lockf, unpack_from, pack_into = fcntl.lockf, _INT.unpack_from, _INT.pack_into
+    lockf, unpack_from, pack_into = fcntl.lockf, INT.unpack_from, INT.pack_into
 
     def claim(index: int) -> bool:
         lockf(fd, fcntl.LOCK_EX)
@@ -391,7 +267,7 @@ def _loop(conn: Connection, runtime: Any, control: mmap.mmap, control_fd: int) -
     invoke = runtime.invoke
     recv = receiver(conn)
     loads = pickle.loads
-    pack_into, unpack_from = _INT.pack_into, _INT.unpack_from
+    pack_into, unpack_from = INT.pack_into, INT.unpack_from
     me = [os.getpid()]  # a process forked by the user's code updates its copy (and is told apart)
     os.register_at_fork(after_in_child=lambda: me.__setitem__(0, os.getpid()))
     sender = _Sender(conn, me[0])

@@ -1,5 +1,6 @@
-"""Starting a process worker's child: a fresh interpreter (``spawn``), a fork, or a fork of
-our fork server; plus the shared control page and how a child's exit is described.
+"""Creating a process worker's child: a fresh interpreter (``spawn``) or a fork; the routine a
+forked child runs (shared by ``fork`` and the fork server, which forks from its own process);
+the thread children are created from; and how a child's exit is described.
 
 ``spawn`` runs a tiny bootstrap (``python -u -c ...``) with the parent's ``sys.path``; the
 user's script is never re-run, so scripts without a ``__main__`` guard, ``python -c`` and
@@ -8,7 +9,6 @@ notebooks work.
 
 from __future__ import annotations
 
-import mmap
 import os
 import queue
 import signal
@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from . import process_child as child
 
@@ -129,19 +129,6 @@ def _package_dir() -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def control_page() -> tuple[int, mmap.mmap]:
-    """A shared 16-byte page (see ``process_child``): an anonymous file both processes map."""
-    try:
-        fd = os.memfd_create("concurry-control")
-    except (AttributeError, OSError):
-        import tempfile
-
-        with tempfile.TemporaryFile() as file:
-            fd = os.dup(file.fileno())
-    os.ftruncate(fd, child._CONTROL_SIZE)
-    return fd, mmap.mmap(fd, child._CONTROL_SIZE)
-
-
 class Forked:
     """The part of ``Popen`` we use, for a child made with ``os.fork``."""
 
@@ -189,34 +176,42 @@ def describe_exit(code: int | None) -> str:
     return f"exited with code {code}"
 
 
-def start_child(method: str, fd: int, control_fd: int) -> Any:
-    """Start a child serving the socket ``fd``; returns a ``Popen``-like handle (``pid``, ``poll``,
-    ``wait``, ``kill``). The caller closes its copies of ``fd`` and ``control_fd`` afterwards."""
-    if method == "fork":
-        return in_lasting_thread(_fork, fd, control_fd)
-    if method == "forkserver":
-        from . import forkserver
-
-        return forkserver.get_server(start_interpreter).fork(fd, control_fd)
+def spawn_child(fd: int, control_fd: int) -> subprocess.Popen:
+    """A fresh interpreter serving the socket ``fd`` (``mp_context="spawn"``)."""
     values = {"fd": fd, "control": control_fd, "ppid": os.getpid()}
     return start_interpreter(_WORKER_MAIN, values, (fd, control_fd))
 
 
+def fork_child(fd: int, control_fd: int) -> Forked:
+    """A fork of this process serving the socket ``fd`` (``mp_context="fork"``)."""
+    return in_lasting_thread(_fork, fd, control_fd)
+
+
 def _fork(fd: int, control_fd: int) -> Forked:
     child._flush_std_streams()
-    keep = {0, 1, 2, fd, control_fd}
     ppid = os.getpid()
     pid = os.fork()
-    if pid == 0:  # the child: drop every other descriptor (other workers' pipes), then serve
-        code = 0
-        try:
-            child.close_fds_except(keep)
-            child.serve(fd, control_fd, ppid)
-        except BaseException:
-            code = 1
-            import traceback
-
-            traceback.print_exc()
-        finally:
-            os._exit(code)
+    if pid == 0:
+        run_forked_child(fd, control_fd, ppid)
     return Forked(pid)
+
+
+def run_forked_child(fd: int, control_fd: int, parent_pid: int) -> NoReturn:
+    """The whole life of a freshly forked worker child; never returns.
+
+    Drops every descriptor but the standard streams, the socket ``fd`` and the control page
+    (a fork inherits other workers' pipes, which must close when those workers stop), serves
+    until stop, then exits without running the parent's exit handlers or other threads' code.
+    """
+    code = 0
+    try:
+        child.close_fds_except({0, 1, 2, fd, control_fd})
+        child.serve(fd, control_fd, parent_pid)
+    except BaseException:
+        code = 1
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        child._flush_std_streams()
+        os._exit(code)
