@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import functools
-import inspect
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -123,7 +122,6 @@ class TaskFunction:
         self._executor: Any = None
         self._stopped = False
         self._lock = threading.Lock()
-        self._wants_limits = "limits" in _parameters(fn)
 
     def _worker(self) -> Any:
         executor = self._executor
@@ -166,13 +164,6 @@ class TaskFunction:
 
     def __repr__(self) -> str:
         return f"<task {self.fn.__qualname__} {self._options}>"
-
-
-def _parameters(fn: Callable[..., Any]) -> set[str]:
-    try:
-        return set(inspect.signature(fn).parameters)
-    except (TypeError, ValueError):
-        return set()
 
 
 def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
