@@ -23,8 +23,7 @@ from .constants import ExecutionMode
 from .errors import WorkerStoppedError
 from .futures import BaseFuture, ConcurrentFuture, force_cancel, remaining, set_outcome
 from .options import WorkerOptions
-from .pool import PoolHandle
-from .pool_members import OwnThreads, PoolStop, pool_name
+from .pool_members import OwnThreads, PoolHandle, PoolStop, pool_name
 
 # After a stop's deadline, runners get this long to release the workers they still hold.
 _RELEASE_GRACE = 5.0

@@ -1,5 +1,6 @@
-"""Starting and stopping the many backends of a pool at once, in parallel, so that N slow
-``__init__``s or N stop deadlines cost about as much as one.
+"""What fixed and on-demand pools share: starting and stopping many backends at once, in
+parallel (so that N slow ``__init__``s or N stop deadlines cost about as much as one), the
+pool's own threads, ``stop()``, and the handle's ``pool_stats()``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from multiprocessing import connection
 from typing import Any
 
 from .backends import Backend
+from .proxy import WorkerHandle
 
 _pool_counter = itertools.count(1)
 
@@ -219,3 +221,15 @@ class PoolStop:
 
     def _release_now(self) -> None:
         raise NotImplementedError
+
+
+class PoolHandle(WorkerHandle):
+    """What pools add to a handle: ``pool_stats()``, read from the pool's core."""
+
+    def pool_stats(self) -> dict[str, Any]:
+        """A snapshot for debugging balance. Fixed pools: per worker its state, ``unfinished``
+        calls (running, held by its backend or waiting in the library's queue), ``in_backend``,
+        ``waiting``, ``total`` calls assigned and ``restarts``, plus the algorithm and totals.
+        On-demand pools: workers alive now, calls waiting for one, calls in total, workers
+        created so far, and the cap (``max_workers``)."""
+        return self._engine.stats()
