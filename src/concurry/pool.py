@@ -111,7 +111,7 @@ class _Slot:
             return "dead"
         if not self.live:
             return "replacing"
-        if getattr(self.backend, "crashed", False):
+        if self.backend.crashed:
             return "crashed"
         return "stopped" if self.backend.stopped else "running"
 
