@@ -91,9 +91,10 @@ class Backend(ABC):
         """Hand one call to the worker and return its future (``future`` if one is given)."""
 
     def caller(self, name: str) -> Callable[..., BaseFuture]:
-        """A fast callable for one method: ``caller(*args, **kwargs) -> future``.
+        """A callable for one method: ``caller(*args, **kwargs) -> future``, cached by the handle.
 
-        Backends override this with a closure that skips the generic ``submit`` plumbing.
+        Each backend has one path for calls: by default this closes over ``submit``; a backend
+        whose per-call work differs (``sync``, ``process``) routes ``submit`` through its own.
         """
         submit = self.submit
 
