@@ -215,5 +215,6 @@ class PoolHandle(WorkerHandle):
         calls (running, held by its backend or waiting in the library's queue), ``in_backend``,
         ``waiting``, ``total`` calls assigned and ``restarts``, plus the algorithm and totals.
         On-demand pools: workers alive now, calls waiting for one, calls in total, workers
-        created so far, and the cap (``max_workers``)."""
+        created so far, the cap (``max_workers``), and per worker position (the one
+        ``load_balancing_on_demand`` chose for each call) its state, calls and workers created."""
         return self._engine.stats()
