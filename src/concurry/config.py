@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, PrivateAttr, field_validator
 
 from .constants import ExecutionMode, LoadBalancingAlgorithm, PollingAlgorithm, RetryAlgorithm
-from .options import SINGLE_WORKER_MODES, VALIDATORS
+from .options import SINGLE_WORKER_MODES, VALIDATORS, _check_single_worker_modes
 
 
 class _Section(BaseModel):
@@ -52,15 +52,17 @@ class _Section(BaseModel):
                 f"unknown setting {name!r} for global_config.{section}; accepted settings: "
                 f"{', '.join(type(self).model_fields)}"
             )
-        if name == "max_workers" and section in {m.value for m in SINGLE_WORKER_MODES}:
+        if name == "max_workers" and section != "defaults":
             value = VALIDATORS[name](name, value)
-            if value != 1:
+            try:  # the rule lives in options; here only the advice on where to set a pool size
+                _check_single_worker_modes({"mode": ExecutionMode(section), "max_workers": value}, False)
+            except ValueError:
                 raise ValueError(
                     f"global_config.{section}.max_workers={value!r} is not accepted: sync and asyncio "
                     "run one worker, so only 1 is allowed; set global_config.thread.max_workers, "
                     "global_config.process.max_workers or global_config.defaults.max_workers "
                     "(which sync/asyncio ignore) for pools"
-                )
+                ) from None
         super().__setattr__(name, value)
 
     @field_validator("*", mode="before")

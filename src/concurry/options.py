@@ -152,14 +152,17 @@ def _unknown(name: str) -> ValueError:
     )
 
 
-def validate_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate user-given options (``options()``/``@worker(...)``) and return them normalised."""
+def validate_options(options: Mapping[str, Any], base: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Validate user-given options (``options()``/``@worker(...)``) and return them normalised,
+    laid over ``base`` (the layers given before, already validated) if given."""
     out: dict[str, Any] = {}
     for name, value in options.items():
         if name not in ACCEPTED_OPTIONS:
             raise _unknown(name)
         out[name] = value if name in RAY_OPTIONS else VALIDATORS[name](name, value)
-    _check_single_worker_modes(out, complete=False)
+    if base is not None:
+        out = {**base, **out}
+    _check_single_worker_modes(out, complete=base is not None)
     return out
 
 

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar, overload
 
-from .options import _check_single_worker_modes, resolve_options, validate_options
+from .options import resolve_options, validate_options
 from .validation import check_init_args
 
 T = TypeVar("T", bound=type)
@@ -124,9 +124,7 @@ class WorkerBuilder:
 def _merge(base: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
     """``options`` validated and laid over ``base``; the combination is checked too, so
     ``@worker(mode="sync")`` then ``.options(max_workers=4)`` fails at ``options()`` time."""
-    merged = {**base, **validate_options(options)}
-    _check_single_worker_modes(merged)
-    return merged
+    return validate_options(options, base)
 
 
 _METACLASSES: dict[type, type] = {}
