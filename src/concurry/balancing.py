@@ -5,10 +5,14 @@ counters the pool keeps (``pending``: calls assigned and not finished, including
 in the library's queue; ``total``: calls ever assigned). ``pick`` runs in the caller's thread on
 every call, so it reads the counters without locking: a slightly stale count only makes one
 choice slightly less than ideal, never wrong.
+
+On-demand pools use ``pick_from(free)`` instead: which of the worker positions free now gets
+the new worker (a call waits only when every position is busy, then takes the first to free).
 """
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import random
 from collections.abc import Sequence
@@ -37,6 +41,15 @@ class Balancer:
     def pick(self) -> int:
         raise NotImplementedError
 
+    def pick_from(self, free: Sequence[int]) -> int:
+        """The index this algorithm picks among ``free`` (indices, ascending, not empty)."""
+        raise NotImplementedError
+
+    def _in_turn(self, free: Sequence[int]) -> list[int]:
+        """``free`` rotated to start at the next turn's index: the order ties are broken in."""
+        split = bisect.bisect_left(free, self._turn() % len(self.workers))
+        return [*free[split:], *free[:split]]
+
 
 class RoundRobin(Balancer):
     """Each worker in turn: 0, 1, ..., n-1, 0, ..."""
@@ -45,6 +58,10 @@ class RoundRobin(Balancer):
 
     def pick(self) -> int:
         return self._turn() % self.size
+
+    def pick_from(self, free: Sequence[int]) -> int:
+        """The next index in turn, skipping the busy ones."""
+        return self._in_turn(free)[0]
 
 
 class _Least(Balancer):
@@ -67,6 +84,10 @@ class _Least(Balancer):
                 if value == 0:
                     break
         return best
+
+    def pick_from(self, free: Sequence[int]) -> int:
+        workers, field = self.workers, self.field
+        return min(self._in_turn(free), key=lambda index: getattr(workers[index], field))
 
 
 class LeastActive(_Least):
@@ -114,6 +135,9 @@ class Random(Balancer):
 
     def pick(self) -> int:
         return self._randrange(self.size)
+
+    def pick_from(self, free: Sequence[int]) -> int:
+        return free[self._randrange(len(free))]
 
 
 BALANCERS: dict[LoadBalancingAlgorithm, type[Balancer]] = {

@@ -1,17 +1,19 @@
 """On-demand pools: a fresh worker for each call, stopped when the call finishes (SPEC §4).
 
-No worker exists before the first call. A call either starts a *runner* thread at once (if
-fewer than ``max_workers`` runners exist) or waits in the pool's deque; a runner creates a
-worker, runs one call on it, stops it (waiting until its thread or process is gone), then takes
-the next waiting call. So at most ``max_workers`` workers are ever alive, and the caller never
-waits: every call gets its future immediately.
+No worker exists before the first call. The pool has ``max_workers`` worker *positions*; a call
+either starts a *runner* thread at once on a free position, the one chosen among the free
+positions by ``load_balancing_on_demand`` (``round_robin``: the next in turn; ``total``: the
+one given the fewest calls so far; ``active``: any idle one, in turn; ``random``), or, if every
+position is busy, waits in the pool's deque. A runner creates a worker, runs one call on it,
+stops it (waiting until its thread or process is gone), then takes the next waiting call on the
+same position. So at most ``max_workers`` workers are ever alive, a call waits only while that
+many exist, and the caller never waits: every call gets its future immediately.
 """
 
 from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
-import itertools
 import os
 import threading
 import time
@@ -19,12 +21,12 @@ from collections.abc import Callable
 from typing import Any
 
 from .backends import backend_class
+from .balancing import make_balancer
 from .constants import ExecutionMode
 from .errors import WorkerStoppedError
 from .futures import BaseFuture, ConcurrentFuture, force_cancel, remaining, set_outcome
 from .options import WorkerOptions
-from .pool import PoolHandle
-from .pool_members import OwnThreads, PoolStop, pool_name
+from .pool_members import OwnThreads, PoolHandle, PoolStop, pool_name
 
 # After a stop's deadline, runners get this long to release the workers they still hold.
 _RELEASE_GRACE = 5.0
@@ -38,6 +40,22 @@ def on_demand_limit(options: WorkerOptions) -> int | None:
     if options.mode is ExecutionMode.RAY:
         return None
     return max(1, (os.cpu_count() or 2) - 1)
+
+
+class _Position:
+    """One worker position of an on-demand pool: busy while a runner holds it."""
+
+    __slots__ = ("busy", "created", "index", "total")
+
+    def __init__(self, index: int):
+        self.index = index
+        self.busy = False
+        self.total = 0  # calls run (or being run) on this position
+        self.created = 0  # workers created here so far
+
+    @property
+    def pending(self) -> int:  # what the ``active`` algorithm reads
+        return int(self.busy)
 
 
 class OnDemandCore(PoolStop):
@@ -54,10 +72,12 @@ class OnDemandCore(PoolStop):
         self._waiting: collections.deque = collections.deque()
         self._running: set[cf.Future] = set()  # calls a runner has taken (worker starting or running)
         self._backends: set = set()  # the workers the runners hold now
-        self._runners = 0
+        self._runners = 0  # busy positions
         self._total = 0
-        self._created = itertools.count(1)
         self._workers_created = 0
+        # No cap (ray): positions are added as calls need them, and a call never waits.
+        self._positions = [_Position(i) for i in range(self.limit or 0)]
+        self._balancer = make_balancer(options.load_balancing, self._positions)
         self._finished = threading.Event()
         self.own = OwnThreads()  # runners and stoppers
 
@@ -79,47 +99,66 @@ class OnDemandCore(PoolStop):
             if self.closed:
                 raise self.stopped_error()
             self._total += 1
-            spawn = self.limit is None or self._runners < self.limit
-            if spawn:
-                self._runners += 1
-            else:
+            position = self._free_position()
+            if position is None:
                 self._waiting.append(item)
-        if spawn:
+            else:
+                position.busy = True
+                position.total += 1
+                self._runners += 1
+        if position is not None:
             try:
-                self.own.start(self._run, (item,), f"concurry-ondemand-{self.name}")
+                self.own.start(self._run, (position, item), f"concurry-ondemand-{self.name}")
             except BaseException as exc:
-                self._runner_exited()
+                self._release(position)
                 set_outcome(future, None, exc)
         return future
 
-    def _runner_exited(self) -> None:
+    def _free_position(self) -> _Position | None:
+        """The position the algorithm picks among the free ones; None if all are busy."""
+        positions = self._positions
+        free = [p.index for p in positions if not p.busy]
+        if free:
+            return positions[self._balancer.pick_from(free)]
+        if self.limit is None:
+            positions.append(_Position(len(positions)))
+            return positions[-1]
+        return None
+
+    def _release(self, position: _Position) -> None:
         with self._cond:
+            position.busy = False
             self._runners -= 1
             self._cond.notify_all()
 
-    def _run(self, item: tuple | None) -> None:
-        """A runner: one call per fresh worker, until no call waits."""
+    def _run(self, position: _Position, item: tuple | None) -> None:
+        """A runner: one call per fresh worker on ``position``, until no call waits."""
         while item is not None:
             try:
-                self._run_one(*item)
+                self._run_one(position, *item)
             except BaseException as exc:  # never strand a caller
                 set_outcome(item[0], None, exc)
             with self._cond:
                 if self._waiting:
                     item = self._waiting.popleft()
+                    position.total += 1
                 else:
                     item = None
+                    position.busy = False
                     self._runners -= 1
                     self._cond.notify_all()
 
-    def _run_one(self, future: ConcurrentFuture, name: str, args: tuple, kwargs: dict) -> None:
+    def _run_one(
+        self, position: _Position, future: ConcurrentFuture, name: str, args: tuple, kwargs: dict
+    ) -> None:
         with self._cond:
             if future.done():  # cancelled while it waited
                 return
             self._running.add(future)
             self._workers_created += 1
+            position.created += 1
         backend = backend_class(self.options.mode)(
-            self.cls, self.args, self.kwargs, self.options, f"{self.name}.{next(self._created)}"
+            self.cls, self.args, self.kwargs, self.options, f"{self.name}.{position.index}.{position.created}"
         )
         with self._cond:
             self._backends.add(backend)
@@ -206,6 +245,15 @@ class OnDemandCore(PoolStop):
     def stats(self) -> dict[str, Any]:
         with self._cond:
             running, waiting = len(self._running), len(self._waiting)
+            workers = [
+                {
+                    "worker": f"{self.name}.{p.index}",
+                    "state": "running" if p.busy else "idle",
+                    "total": p.total,
+                    "created": p.created,
+                }
+                for p in self._positions
+            ]
             return {
                 "pool": self.name,
                 "mode": self.options.mode.value,
@@ -219,6 +267,7 @@ class OnDemandCore(PoolStop):
                 "unfinished": running + waiting,
                 "total": self._total,
                 "workers_created": self._workers_created,
+                "workers": workers,
             }
 
 

@@ -188,13 +188,12 @@ def _check_mp_context(options: Mapping[str, Any], mode: ExecutionMode | None) ->
         )
 
 
-def validate_options(options: Mapping[str, Any], mode: ExecutionMode | None = None) -> dict[str, Any]:
-    """Validate user-given options (``options()``/``@worker(...)``) and return them normalised.
-
-    ``mode`` is the mode set by the layer below (the decorator's, for ``options()``), if any: the
-    mode these options apply to unless they set one themselves.
-    """
+def validate_options(options: Mapping[str, Any], base: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Validate user-given options (``options()``/``@worker(...)``) and return them normalised,
+    laid over ``base`` (the layers given before, already validated) if given. The options apply
+    to their own ``mode``, else to ``base``'s: messages about them name that mode's options."""
     out: dict[str, Any] = {}
+    mode = base.get("mode") if base else None
     if "mode" in options:  # first: the messages about the other options depend on it
         mode = out["mode"] = VALIDATORS["mode"]("mode", options["mode"])
     for name, value in options.items():
@@ -202,8 +201,10 @@ def validate_options(options: Mapping[str, Any], mode: ExecutionMode | None = No
             raise _unknown(name, mode)
         if name != "mode":
             out[name] = value if name in RAY_OPTIONS else VALIDATORS[name](name, value)
-    _check_single_worker_modes(out, complete=False)
-    _check_mp_context(out, mode)
+    _check_mp_context(out, mode)  # only the layer that sets it
+    if base is not None:
+        out = {**base, **out}
+    _check_single_worker_modes(out, complete=base is not None)
     return out
 
 

@@ -39,8 +39,9 @@ from .balancing import Balancer, make_balancer
 from .constants import ExecutionMode, LoadBalancingAlgorithm
 from .errors import WorkerCrashedError, WorkerStoppedError
 from .futures import BaseFuture, ConcurrentFuture, force_cancel, remaining, set_outcome
+from .on_demand import OnDemandCore, OnDemandPool
 from .options import WorkerOptions
-from .pool_members import OwnThreads, PoolStop, pool_name, start_backends, stop_backends
+from .pool_members import OwnThreads, PoolHandle, PoolStop, pool_name, start_backends, stop_backends
 from .proxy import WorkerHandle, handle_class
 from .thread_exit import join
 
@@ -110,7 +111,7 @@ class _Slot:
             return "dead"
         if not self.live:
             return "replacing"
-        if getattr(self.backend, "crashed", False):
+        if self.backend.crashed:
             return "crashed"
         return "stopped" if self.backend.stopped else "running"
 
@@ -601,20 +602,6 @@ class PoolCore(PoolStop):
         }
 
 
-class PoolHandle(WorkerHandle):
-    """What pools add to a handle: ``pool_stats()``, read from the pool's core."""
-
-    _handle_kind = "pool handle"  # in the first line of ``help(pool)``
-
-    def pool_stats(self) -> dict[str, Any]:
-        """A snapshot for debugging balance. Fixed pools: per worker its state, ``unfinished``
-        calls (running, held by its backend or waiting in the library's queue), ``in_backend``,
-        ``waiting``, ``total`` calls assigned and ``restarts``, plus the algorithm and totals.
-        On-demand pools: workers alive now, calls waiting for one, calls in total, workers
-        created so far, and the cap (``max_workers``)."""
-        return self._engine.stats()
-
-
 class WorkerPool(PoolHandle):
     """A pool of workers behind one handle with the worker class's methods (SPEC §4).
 
@@ -635,8 +622,6 @@ class WorkerPool(PoolHandle):
 def create_pool(cls: type, args: tuple, kwargs: dict, options: WorkerOptions) -> WorkerHandle:
     """Start a pool (or an on-demand pool) and return its handle; raises the first ``__init__`` error."""
     if options.on_demand:
-        from .on_demand import OnDemandCore, OnDemandPool
-
         return handle_class(cls, OnDemandPool)(cls, OnDemandCore(cls, args, kwargs, options), options)
     core = PoolCore(cls, args, kwargs, options)
     core.start()

@@ -1,5 +1,6 @@
-"""Starting and stopping the many backends of a pool at once, in parallel, so that N slow
-``__init__``s or N stop deadlines cost about as much as one.
+"""What fixed and on-demand pools share: starting and stopping many backends at once, in
+parallel (so that N slow ``__init__``s or N stop deadlines cost about as much as one), the
+pool's own threads, ``stop()``, and the handle's ``pool_stats()``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from multiprocessing import connection
 from typing import Any
 
 from .backends import Backend
+from .proxy import WorkerHandle
 
 _pool_counter = itertools.count(1)
 
@@ -22,37 +24,11 @@ def pool_name(cls: type) -> str:
 def start_backends(backends: list[Backend]) -> tuple[list[Backend], BaseException | None]:
     """Start all backends in parallel; return the ones that started and the first ``__init__`` error.
 
-    Backends that can (process) are launched all at once, then waited on; others are started
-    from helper threads so that slow ``__init__``s overlap.
-    """
-    if all(hasattr(type(b), "launch") and hasattr(type(b), "connection") for b in backends):
-        return _launch_and_wait(backends)
-    errors: list[BaseException | None] = [None] * len(backends)
-    started: list[bool] = [False] * len(backends)
-
-    def start(i: int) -> None:
-        try:
-            backends[i].start()
-            started[i] = True
-        except BaseException as exc:
-            errors[i] = exc
-
-    # A thread backend's ``__init__`` runs in its own thread and cannot be interrupted, so
-    # here every start runs to its end before the first error is reported.
-    helpers = [threading.Thread(target=start, args=(i,), daemon=True) for i in range(1, len(backends))]
-    for thread in helpers:
-        thread.start()
-    start(0)
-    for thread in helpers:
-        thread.join()
-    ok = [b for b, s in zip(backends, started, strict=True) if s]
-    return ok, next((e for e in errors if e is not None), None)
-
-
-def _launch_and_wait(backends: list[Backend]) -> tuple[list[Backend], BaseException | None]:
-    """Launch every backend, then take them as they become ready (not in index order), so the
-    first ``__init__`` error is seen as soon as it happens; the workers not yet ready are then
-    killed without waiting for their ``__init__``. Returns the started backends in index order.
+    All are launched first. Backends with a ``connection`` (process) are then taken as they become
+    ready (not in index order), so the first ``__init__`` error is seen as soon as it happens;
+    the workers not yet ready are killed without waiting for their ``__init__``. The others
+    (a thread's ``__init__`` runs in its own thread and cannot be interrupted) are each waited
+    for to the end before the first error is reported. Returns the started ones in index order.
     """
     error: BaseException | None = None
     launched: list[Backend] = []
@@ -63,7 +39,17 @@ def _launch_and_wait(backends: list[Backend]) -> tuple[list[Backend], BaseExcept
             error = exc
             break
         launched.append(backend)
-    ready: set[int] = set()
+    if any(backend.connection is None for backend in launched):
+        ready: list[Backend] = []
+        for backend in launched:
+            try:
+                backend.wait_ready()
+            except BaseException as exc:
+                error = error or exc
+            else:
+                ready.append(backend)
+        return ready, error
+    started: set[int] = set()
     unready = list(launched)
     try:
         while unready and error is None:
@@ -74,7 +60,7 @@ def _launch_and_wait(backends: list[Backend]) -> tuple[list[Backend], BaseExcept
                     error = exc
                     break
                 unready.remove(backend)
-                ready.add(id(backend))
+                started.add(id(backend))
     except BaseException as exc:  # e.g. KeyboardInterrupt while waiting: give up like on an error
         error = exc
     if error is not None:
@@ -83,14 +69,14 @@ def _launch_and_wait(backends: list[Backend]) -> tuple[list[Backend], BaseExcept
                 backend.stop(0.0, True, True)
             except Exception:
                 pass
-    return [b for b in backends if id(b) in ready], error
+    return [b for b in backends if id(b) in started], error
 
 
 def _first_ready(backends: list[Backend]) -> list[Backend]:
     """Block until at least one of ``backends`` has something to read (its ready message, its
     ``__init__`` error or the end of its connection); return those, in index order."""
-    readable = set(map(id, connection.wait([b.connection for b in backends])))  # type: ignore[attr-defined]
-    return [b for b in backends if id(b.connection) in readable]  # type: ignore[attr-defined]
+    readable = set(map(id, connection.wait([b.connection for b in backends])))
+    return [b for b in backends if id(b.connection) in readable]
 
 
 class OwnThreads:
@@ -219,3 +205,18 @@ class PoolStop:
 
     def _release_now(self) -> None:
         raise NotImplementedError
+
+
+class PoolHandle(WorkerHandle):
+    """What pools add to a handle: ``pool_stats()``, read from the pool's core."""
+
+    _handle_kind = "pool handle"  # in the first line of ``help(pool)``
+
+    def pool_stats(self) -> dict[str, Any]:
+        """A snapshot for debugging balance. Fixed pools: per worker its state, ``unfinished``
+        calls (running, held by its backend or waiting in the library's queue), ``in_backend``,
+        ``waiting``, ``total`` calls assigned and ``restarts``, plus the algorithm and totals.
+        On-demand pools: workers alive now, calls waiting for one, calls in total, workers
+        created so far, the cap (``max_workers``), and per worker position (the one
+        ``load_balancing_on_demand`` chose for each call) its state, calls and workers created."""
+        return self._engine.stats()

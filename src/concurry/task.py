@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import functools
-import inspect
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -145,7 +144,6 @@ class TaskFunction(Generic[P, R]):
         self._executor: Any = None
         self._stopped = False
         self._lock = threading.Lock()
-        self._wants_limits = "limits" in _parameters(fn)
 
     def _worker(self) -> Any:
         executor = self._executor
@@ -232,13 +230,6 @@ class TaskFunction(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"<task {self.fn.__qualname__} {self._options}>"
-
-
-def _parameters(fn: Callable[..., Any]) -> set[str]:
-    try:
-        return set(inspect.signature(fn).parameters)
-    except (TypeError, ValueError):
-        return set()
 
 
 @overload

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, overload
 
 from .config import resolve_options
-from .options import _check_single_worker_modes, validate_options
+from .options import validate_options
 from .validation import check_init_args
 
 if TYPE_CHECKING:
@@ -170,9 +170,7 @@ class WorkerBuilder(Generic[H]):
 def _merge(base: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
     """``options`` validated and laid over ``base``; the combination is checked too, so
     ``@worker(mode="sync")`` then ``.options(max_workers=4)`` fails at ``options()`` time."""
-    merged = {**base, **validate_options(options, base.get("mode"))}
-    _check_single_worker_modes(merged)
-    return merged
+    return validate_options(options, base)
 
 
 _METACLASSES: dict[type, type] = {}

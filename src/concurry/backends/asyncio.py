@@ -11,7 +11,6 @@ import asyncio
 import collections
 import inspect
 import threading
-from collections.abc import Callable
 from typing import Any
 
 from ..futures import BaseFuture, ConcurrentFuture, force_cancel, set_outcome
@@ -47,28 +46,13 @@ class AsyncioBackend(Backend):
     def submit(
         self, name: str, args: tuple, kwargs: dict, future: ConcurrentFuture | None = None
     ) -> BaseFuture:
+        """The one path for calls: a single worker's ``caller(name)`` (the default in
+        ``Backend``) is a closure over it."""
         if self._stopped:
             raise self.stopped_error()
         if future is None:
             future = ConcurrentFuture()
-        self._post((future, name, args, kwargs))
-        return future
-
-    def caller(self, name: str) -> Callable[..., BaseFuture]:
-        post = self._post
-        new_future = ConcurrentFuture
-
-        def call(*args: Any, **kwargs: Any) -> BaseFuture:
-            if self._stopped:
-                raise self.stopped_error()
-            future = new_future()
-            post((future, name, args, kwargs))
-            return future
-
-        return call
-
-    def _post(self, item: tuple) -> None:
-        self._inbox.append(item)
+        self._inbox.append((future, name, args, kwargs))
         if not self._wakeup_pending:
             self._wakeup_pending = True
             try:
@@ -77,6 +61,7 @@ class AsyncioBackend(Backend):
                 pass
         if self._finished:
             self._cancel_inbox()
+        return future
 
     def stop(self, timeout: float | None = None, cancel_futures: bool = False, wait: bool = True) -> None:
         if threading.current_thread() is self._thread:

@@ -53,6 +53,37 @@ class Backend(ABC):
     def start(self) -> None:
         """Create the instance where it will live; raise its ``__init__`` error if any."""
 
+    # Starting in two steps, so a pool starts N workers in parallel: ``launch()`` begins the
+    # start and returns, ``wait_ready()`` finishes it (raising the ``__init__`` error), and
+    # ``connection`` (after ``launch()``), if not None, is readable once ``wait_ready()`` would
+    # not block, so a pool can take its workers as they become ready. By default the whole
+    # ``start()`` runs on a helper thread between the two.
+
+    def launch(self) -> None:
+        """Begin starting the worker without waiting for its ``__init__``."""
+        self._launch_error: BaseException | None = None
+
+        def start() -> None:
+            try:
+                self.start()
+            except BaseException as exc:
+                self._launch_error = exc
+
+        self._launcher = threading.Thread(target=start, name=f"concurry-start-{self.name}", daemon=True)
+        self._launcher.start()
+
+    def wait_ready(self) -> None:
+        """Block until the instance exists; raise its ``__init__`` error if any."""
+        self._launcher.join()
+        if self._launch_error is not None:
+            raise self._launch_error
+
+    @property
+    def connection(self) -> Any:
+        """After ``launch()``: an object ``multiprocessing.connection.wait`` accepts, readable
+        once ``wait_ready()`` would not block; None if the backend has none."""
+        return None
+
     @abstractmethod
     def submit(
         self, name: str, args: tuple, kwargs: dict, future: ConcurrentFuture | None = None
@@ -60,9 +91,10 @@ class Backend(ABC):
         """Hand one call to the worker and return its future (``future`` if one is given)."""
 
     def caller(self, name: str) -> Callable[..., BaseFuture]:
-        """A fast callable for one method: ``caller(*args, **kwargs) -> future``.
+        """A callable for one method: ``caller(*args, **kwargs) -> future``, cached by the handle.
 
-        Backends override this with a closure that skips the generic ``submit`` plumbing.
+        Each backend has one path for calls: by default this closes over ``submit``; a backend
+        whose per-call work differs (``sync``, ``process``) routes ``submit`` through its own.
         """
         submit = self.submit
 

@@ -25,24 +25,8 @@ class SyncBackend(Backend):
     def start(self) -> None:
         self.runtime = Runtime(self.cls, self.args, self.kwargs, self.options.unwrap_futures)
 
-    def submit(
-        self, name: str, args: tuple, kwargs: dict, future: ConcurrentFuture | None = None
-    ) -> BaseFuture:
-        if self._stopped:
-            raise self.stopped_error()
-        try:
-            result, error = self.runtime.invoke(name, args, kwargs), None
-        except BaseException as exc:
-            if _is_ctrl_c(exc):
-                raise
-            result, error = None, exc
-        if future is None:
-            return SyncFuture(result, error)
-        if future.set_running_or_notify_cancel():
-            set_outcome(future, result, error)
-        return future
-
     def caller(self, name: str) -> Callable[..., BaseFuture]:
+        """The one path for calls (``submit`` goes through it too): run now, return a done future."""
         invoke = self.runtime.invoke
 
         def call(*args: Any, **kwargs: Any) -> BaseFuture:
@@ -56,6 +40,17 @@ class SyncBackend(Backend):
                 return SyncFuture(None, exc)
 
         return call
+
+    def submit(
+        self, name: str, args: tuple, kwargs: dict, future: ConcurrentFuture | None = None
+    ) -> BaseFuture:
+        done = self.caller(name)(*args, **kwargs)
+        if future is None:
+            return done
+        if future.set_running_or_notify_cancel():
+            error = done.exception()
+            set_outcome(future, None if error is not None else done.result(), error)
+        return future
 
     def stop(self, timeout: float | None = None, cancel_futures: bool = False, wait: bool = True) -> None:
         if self._begin_stop():

@@ -16,8 +16,6 @@ from __future__ import annotations
 import collections
 import queue
 import threading
-from collections.abc import Callable
-from typing import Any
 
 from ..futures import BaseFuture, ConcurrentFuture, force_cancel, set_outcome
 from ..runtime import Runtime
@@ -52,6 +50,8 @@ class ThreadBackend(Backend):
             raise self._init_error
 
     # ---- caller side ----
+    # ``submit`` is the one path: pools call it directly, and a single worker's ``caller(name)``
+    # (the default in ``Backend``) is a closure over it.
 
     def submit(
         self, name: str, args: tuple, kwargs: dict, future: ConcurrentFuture | None = None
@@ -65,23 +65,6 @@ class ThreadBackend(Backend):
         if self._finished:  # the thread exited between our check and our put: don't strand it
             self._cancel_queued()
         return future
-
-    def caller(self, name: str) -> Callable[..., BaseFuture]:
-        put = self._queue.put
-        count = self._count.append
-        new_future = ConcurrentFuture
-
-        def call(*args: Any, **kwargs: Any) -> BaseFuture:
-            if self._stopped:
-                raise self.stopped_error()
-            future = new_future()
-            count(None)
-            put((future, name, args, kwargs))
-            if self._finished:
-                self._cancel_queued()
-            return future
-
-        return call
 
     def stop(self, timeout: float | None = None, cancel_futures: bool = False, wait: bool = True) -> None:
         if self._begin_stop():
