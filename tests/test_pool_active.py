@@ -92,3 +92,27 @@ def test_active_keeps_every_call_with_a_burst_and_cancellations(pool_mode, caplo
     assert stats["total"] == 400
     assert sum(f.cancelled() for f in futures) == cancelled
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+@pytest.mark.timeout(90)
+def test_active_process_pool_delivers_every_result_over_many_bursts():
+    """Bursts of quick calls keep an active process pool taking calls back and handing them on
+    for seconds on end: every call still returns its own result. (Two races lost calls here: a
+    worker's dispatcher could wait for a call that had been moved into its own queue, so the pool
+    stalled; and taking calls back while the reader was between two steps made the child skip
+    calls the parent still counted as its own, which then ended cancelled.)"""
+    pool = Sleeper.options(mode="process", max_workers=2, load_balancing="active").init()
+    try:
+        rounds = 0
+        end = time.monotonic() + 8
+        while time.monotonic() < end:
+            futures = [pool.who() for _ in range(1000)]
+            results = [f.result(timeout=20) for f in futures]  # a stall fails here, as a timeout
+            assert not any(f.cancelled() for f in futures)
+            rounds += 1
+        assert rounds > 0
+        stats = pool.pool_stats()
+        assert stats["total"] == 1000 * rounds
+        assert stats["unfinished"] == 0
+    finally:
+        pool.stop(timeout=5, cancel_futures=True)

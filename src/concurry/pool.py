@@ -489,6 +489,9 @@ class PoolCore(PoolStop):
                 slot.total -= len(items)
             for item in items[keep:]:
                 self._give(slot, item)
+            # Its backend has room now, and the call its dispatcher wake-up was watching for may
+            # be among those taken back (and be waiting in its own queue): look at it again.
+            self.dispatcher.wake(slot)
         for i, item in enumerate(taken):  # round the idle workers, the oldest calls first
             self._give(idle[i % len(idle)], item)
 

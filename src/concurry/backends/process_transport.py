@@ -88,15 +88,19 @@ class Transport(CallQueue):
                     index, sender, status = tag(record)
                     if index != self._finished or sender != pid or not pending:
                         raise _Stray(self._stray_text(index, sender))
-                    future = pending.popleft()
-                    name = names.popleft()
-                    self._finished += 1
-                    if claims:
-                        sent.popleft()
-                        if future is None:  # taken back (withdraw): the child skipped it
-                            with lock:
+                    if claims:  # one step for withdraw(), which counts from _finished and _seq
+                        with lock:
+                            future = pending.popleft()
+                            name = names.popleft()
+                            sent.popleft()
+                            self._finished += 1
+                            if future is None:  # taken back (withdraw): the child skipped it
                                 self._taken_back -= 1
-                            continue
+                                continue
+                    else:
+                        future = pending.popleft()
+                        name = names.popleft()
+                        self._finished += 1
                     if status == wire.CANCELLED:
                         force_cancel(future)
                         continue
