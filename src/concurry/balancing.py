@@ -1,4 +1,4 @@
-"""Load balancing: which worker of a pool gets the next call (SPEC §4).
+"""Load balancing: which worker of a pool gets the next call.
 
 Each algorithm is a small object with one method, ``pick() -> int``, reading the per-worker
 counters the pool keeps (``pending``: calls assigned and not finished, including those waiting

@@ -1,4 +1,4 @@
-"""Completion order: futures of any kind in, finished futures out, as they finish (SPEC §7).
+"""Completion order: futures of any kind in, finished futures out, as they finish.
 
 The engine under ``wait``/``gather`` and their async versions.
 
@@ -65,7 +65,7 @@ def outcome(f: Any) -> tuple[bool, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Polling remote futures (SPEC §7 PollingAlgorithm).
+# Polling remote futures (``PollingAlgorithm``).
 
 
 class _Poller:

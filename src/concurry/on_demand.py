@@ -1,4 +1,4 @@
-"""On-demand pools: a fresh worker for each call, stopped when the call finishes (SPEC §4).
+"""On-demand pools: a fresh worker for each call, stopped when the call finishes.
 
 No worker exists before the first call. The pool has ``max_workers`` worker *positions*; a call
 either starts a *runner* thread at once on a free position, the one chosen among the free

@@ -1,4 +1,4 @@
-"""Pools: N workers of one class behind one handle with the same methods (SPEC §4).
+"""Pools: N workers of one class behind one handle with the same methods.
 
 The hot path runs in the caller's thread: the balancer picks a worker, and if that worker's
 backend holds fewer than ``max_queued_tasks`` unfinished calls (and nobody is waiting before
@@ -606,7 +606,7 @@ class PoolCore(PoolStop):
 
 
 class WorkerPool(PoolHandle):
-    """A pool of workers behind one handle with the worker class's methods (SPEC §4).
+    """A pool of workers behind one handle with the worker class's methods.
 
     Besides the user's methods: ``stop()``, the context manager, and ``pool_stats()``.
     """

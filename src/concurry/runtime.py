@@ -3,7 +3,7 @@
 A backend builds one ``Runtime`` where the instance lives (caller thread, worker thread, event
 loop thread, child process) and hands it each call. The runtime constructs the instance,
 resolves futures among the arguments, runs the method, and drives ``async def`` methods to
-completion. Retries and limits (SPEC §10, §11) will wrap ``invoke`` here, once, for all modes.
+completion. Backends depend on the runtime, never the other way round.
 """
 
 from __future__ import annotations
@@ -238,7 +238,7 @@ class Runtime:
     def close(self) -> None:
         """Run the instance's own ``stop()`` if its class defines one, then release our loop.
 
-        A worker that owns other workers (SPEC §2.6) cleans them up in its ``stop()``; the
+        A worker that owns other workers cleans them up in its ``stop()``; the
         handle's ``stop()`` shadows that method for callers, so the runtime runs it last.
         """
         try:

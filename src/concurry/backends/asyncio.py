@@ -1,4 +1,4 @@
-"""``asyncio`` mode: one event loop per worker, on its own thread (SPEC §2.7).
+"""``asyncio`` mode: one event loop per worker, on its own thread.
 
 ``async def`` calls become tasks on the loop and interleave at ``await`` points; plain ``def``
 calls run on the loop thread in order (they block the loop while they run). Callers in other
