@@ -274,7 +274,7 @@ class _Failing:
         raise ValueError(f"in-process failure {x}")
 
 
-@pytest.mark.parametrize("mode", ["thread", "asyncio"])
+@pytest.mark.parametrize("mode", ["sync", "thread", "asyncio"])
 @pytest.mark.parametrize("method", ["compute", "compute_async"])
 def test_in_process_traceback_skips_the_backend_loop(mode: str, method: str) -> None:
     """The exception ``result()`` raises goes from the caller's frames to the method's, without
@@ -290,7 +290,7 @@ def test_in_process_traceback_skips_the_backend_loop(mode: str, method: str) -> 
     frames = traceback.extract_tb(caught.value.__traceback__)
     files = [Path(frame.filename).name for frame in frames]
     assert frames[-1].name == method and frames[-1].filename == __file__, files
-    assert not {"thread.py", "asyncio.py", "runtime.py", "base_events.py"} & set(files), files
+    assert not {"sync.py", "thread.py", "asyncio.py", "runtime.py", "base_events.py"} & set(files), files
 
 
 def test_code_with_constants_marshal_refuses_still_travels() -> None:

@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Any
 
 from ..futures import BaseFuture, ConcurrentFuture, SyncFuture, set_outcome
+from ..remote_traceback import user_frames
 from ..runtime import Runtime
 from .base import Backend
 
@@ -37,6 +38,7 @@ class SyncBackend(Backend):
             except BaseException as exc:
                 if _is_ctrl_c(exc):
                     raise
+                exc.__traceback__ = user_frames(exc.__traceback__)  # from the user's frame on
                 return SyncFuture(None, exc)
 
         return call
