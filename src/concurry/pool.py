@@ -23,9 +23,7 @@ dispatcher, replacer and stopper threads): from there it finishes in the backgro
 
 from __future__ import annotations
 
-import collections
 import concurrent.futures as cf
-import heapq
 import itertools
 import sys
 import threading
@@ -42,143 +40,12 @@ from .futures import BaseFuture, ConcurrentFuture, force_cancel, remaining, set_
 from .on_demand import OnDemandCore, OnDemandPool
 from .options import WorkerOptions
 from .pool_members import OwnThreads, PoolHandle, PoolStop, pool_name, start_backends, stop_backends
+from .pool_slots import RETRY_DELAY, STEAL_DELAY, Dispatcher, Slot
 from .proxy import WorkerHandle, handle_class
 from .thread_exit import join
 
 _REPLACE_ATTEMPTS = 3
 _NO_CAP = sys.maxsize
-
-
-# ---- one worker of a pool ----
-
-
-class _Slot:
-    """One worker position: its current backend, its counters and its waiting calls.
-
-    The backend counts its own unfinished calls (``backend.unfinished``); the slot adds the
-    calls waiting in ``queue`` and remembers the last futures it handed over (``recent``), so
-    that it can be woken when the backend has drained to half its cap without a done callback
-    on every call.
-    """
-
-    __slots__ = ("backend", "dead", "index", "live", "lock", "queue", "recent", "restarts", "total", "wake")
-
-    def __init__(self, index: int, backend: Backend, core: PoolCore):
-        self.index = index
-        self.backend = backend
-        self.live = True  # False while a replacement starts, or for good once ``dead``
-        self.dead = False
-        self.total = 0  # calls ever assigned to this position
-        self.restarts = 0
-        self.queue: collections.deque = collections.deque()  # (future, name, args, kwargs)
-        # Weak references: a future the backend still holds stays alive, a finished one the
-        # caller dropped is not kept (nor its result) just because the pool saw it.
-        self.recent: collections.deque = collections.deque(maxlen=max(1, min(core.cap, 4096)))
-        # Re-entrant: a queued call's future may fail inside ``submit`` (unpicklable argument)
-        # and run a user callback that calls the pool again, on this thread.
-        self.lock = threading.RLock()
-        wake, slot = core.dispatcher.wake, self
-        self.wake = lambda _future=None: wake(slot)
-
-    @property
-    def in_backend(self) -> int:
-        return self.backend.unfinished
-
-    @property
-    def pending(self) -> int:
-        """Assigned and not finished: in the backend or waiting in the library's queue."""
-        return self.backend.unfinished + len(self.queue)
-
-    def watch_target(self, low: int) -> cf.Future | None:
-        """An unfinished handed-over future after whose end at most ``low`` calls remain in the
-        backend (calls of one worker finish in order); None if none is known."""
-        recent = list(self.recent)
-        start = max(0, len(recent) - low - 1)
-        for ref in recent[start::-1] + recent[start + 1:]:
-            future = ref()
-            if future is not None and not future.done():
-                return future
-        return None
-
-    def take_queue(self) -> list:
-        with self.lock:
-            items = list(self.queue)
-            self.queue.clear()
-        return items
-
-    def state(self) -> str:
-        if self.dead:
-            return "dead"
-        if not self.live:
-            return "replacing"
-        if self.backend.crashed:
-            return "crashed"
-        return "stopped" if self.backend.stopped else "running"
-
-
-_RETRY_DELAY = 0.002  # a backend still counts a call that just ended: look again this much later
-# ``active``: an idle worker takes over calls queued behind running ones this much later, if it
-# is still idle then; in a burst it has new calls by then, and nothing moves for nothing.
-_STEAL_DELAY = 0.001
-
-
-class _Dispatcher:
-    """Hands waiting calls to backends as they drain. One thread per pool, started on first
-    need; the caller never waits for it."""
-
-    def __init__(self, core: PoolCore):
-        self._core = core
-        self._cond = threading.Condition(threading.Lock())
-        self._ready: collections.deque = collections.deque()
-        self._later: list[tuple[float, int, _Slot]] = []  # heap of delayed wake-ups
-        self._seq = itertools.count()
-        self._thread: threading.Thread | None = None
-        self._closed = False
-
-    def wake(self, slot: _Slot | Callable[[], None], delay: float = 0.0) -> None:
-        with self._cond:
-            if self._closed:
-                return
-            if delay:
-                heapq.heappush(self._later, (time.monotonic() + delay, next(self._seq), slot))
-            else:
-                self._ready.append(slot)
-            if self._thread is None:
-                name = f"concurry-pool-dispatch-{self._core.name}"
-                self._thread = self._core.own.start(self._run, (), name)
-            else:
-                self._cond.notify()
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
-
-    def _next(self) -> _Slot | None:
-        with self._cond:
-            while True:
-                now = time.monotonic()
-                while self._later and self._later[0][0] <= now:
-                    self._ready.append(heapq.heappop(self._later)[2])
-                if self._ready:
-                    return self._ready.popleft()
-                if self._closed:
-                    return None
-                self._cond.wait(self._later[0][0] - now if self._later else None)
-
-    def _run(self) -> None:
-        hand_off = self._core.hand_off
-        while True:
-            slot = self._next()
-            if slot is None:
-                return
-            try:
-                if type(slot) is _Slot:
-                    hand_off(slot)
-                else:  # a task for the dispatcher (the ``active`` pools' re-balancing)
-                    slot()
-            except Exception:  # never let the dispatcher die; the stop sweep resolves leftovers
-                pass
 
 
 # ---- the pool ----
@@ -199,8 +66,8 @@ class PoolCore(PoolStop):
         # more than a small process call itself).
         self.low_water = self.cap // 2
         self.closed = False
-        self.dispatcher = _Dispatcher(self)
-        self.slots: list[_Slot] = []
+        self.dispatcher = Dispatcher(self)
+        self.slots: list[Slot] = []
         self.balancer: Balancer | None = None
         self._lock = threading.Lock()
         self._closing_lock = self._lock
@@ -236,7 +103,7 @@ class PoolCore(PoolStop):
             self.closed = True
             stop_backends(started, 1.0, True)
             raise error
-        self.slots = [_Slot(i, b, self) for i, b in enumerate(backends)]
+        self.slots = [Slot(i, b, self) for i, b in enumerate(backends)]
         self.balancer = make_balancer(self.options.load_balancing, self.slots)
 
     # ---- calls ----
@@ -291,7 +158,7 @@ class PoolCore(PoolStop):
                 return handle_failure(slot, backend, exc, args, kwargs)
 
         def handle_failure(
-            slot: _Slot, backend: Backend, error: BaseException, args: tuple, kwargs: dict
+            slot: Slot, backend: Backend, error: BaseException, args: tuple, kwargs: dict
         ) -> BaseFuture:
             if not isinstance(error, (WorkerCrashedError, WorkerStoppedError)):
                 raise error
@@ -302,7 +169,7 @@ class PoolCore(PoolStop):
 
         return call_uncapped if uncapped else call_capped
 
-    def place(self, slot: _Slot, name: str, args: tuple, kwargs: dict) -> BaseFuture:
+    def place(self, slot: Slot, name: str, args: tuple, kwargs: dict) -> BaseFuture:
         """Slow path: the call gets a future now and waits in a worker's deque (a live worker's
         if the chosen one is being replaced) until the dispatcher hands it over."""
         if not slot.live:
@@ -319,7 +186,7 @@ class PoolCore(PoolStop):
             self.arm(slot)
         return future
 
-    def arm(self, slot: _Slot) -> None:
+    def arm(self, slot: Slot) -> None:
         """Make sure the dispatcher looks at ``slot`` once its backend has room."""
         with slot.lock:
             if not slot.queue or not slot.live:
@@ -329,14 +196,14 @@ class PoolCore(PoolStop):
             else:
                 watch = slot.watch_target(self.low_water)
                 if watch is None:  # the backend still counts calls that have just ended
-                    self.dispatcher.wake(slot, _RETRY_DELAY)
+                    self.dispatcher.wake(slot, RETRY_DELAY)
                     return
         if watch is None:
             slot.wake()
         else:
             watch.add_done_callback(slot.wake)
 
-    def live_slot(self, avoid: _Slot) -> _Slot:
+    def live_slot(self, avoid: Slot) -> Slot:
         """A running worker other than ``avoid``, else one being replaced, else ``avoid``."""
         replacing = None
         for slot in self.slots:
@@ -346,7 +213,7 @@ class PoolCore(PoolStop):
                 replacing = slot
         return replacing or avoid
 
-    def hand_off(self, slot: _Slot) -> None:
+    def hand_off(self, slot: Slot) -> None:
         """Move waiting calls of ``slot`` into its backend while it has room (dispatcher thread)."""
         failed: list[tuple[cf.Future, BaseException]] = []
         dead_backend = None
@@ -379,7 +246,7 @@ class PoolCore(PoolStop):
 
     # ---- crashes ----
 
-    def worker_failed(self, slot: _Slot, backend: Backend) -> None:
+    def worker_failed(self, slot: Slot, backend: Backend) -> None:
         """``backend`` (the worker of ``slot``) died: start a replacement in the background."""
         with self._lock:
             with slot.lock:
@@ -394,7 +261,7 @@ class PoolCore(PoolStop):
         message = f"worker {backend.name} of pool {self.name} died while the pool was stopping"
         self._fail_waiting(slot, message)
 
-    def _replace(self, slot: _Slot, old: Backend) -> None:
+    def _replace(self, slot: Slot, old: Backend) -> None:
         try:
             old.stop(0.0, True, False)
         except Exception:
@@ -427,7 +294,7 @@ class PoolCore(PoolStop):
         reason = f": {type(error).__name__}: {error}" if error is not None else ""
         self._fail_waiting(slot, f"worker {old.name} of pool {self.name} died and was not replaced{reason}")
 
-    def _fail_waiting(self, slot: _Slot, message: str) -> None:
+    def _fail_waiting(self, slot: Slot, message: str) -> None:
         for future, *_ in slot.take_queue():
             set_outcome(future, None, WorkerCrashedError(message))
 
@@ -455,7 +322,7 @@ class PoolCore(PoolStop):
             # one call running and at least one behind it (a lone queued call starts at once)
             if other is not backend and slot.live and other.unfinished >= 2:
                 self._rebalancing = True  # one re-balance at a time, for all idle workers
-                self.dispatcher.wake(self._rebalance, _STEAL_DELAY)
+                self.dispatcher.wake(self._rebalance, STEAL_DELAY)
                 return
 
     def _rebalance(self) -> None:
@@ -495,7 +362,7 @@ class PoolCore(PoolStop):
         for i, item in enumerate(taken):  # round the idle workers, the oldest calls first
             self._give(idle[i % len(idle)], item)
 
-    def _give(self, slot: _Slot, item: tuple) -> None:
+    def _give(self, slot: Slot, item: tuple) -> None:
         """Hand a taken-back call (its future untouched) to ``slot``: to its backend if it has
         room, else to its waiting queue; cancelled if the pool's workers are being released."""
         future, name, args, kwargs = item
