@@ -252,6 +252,16 @@ def test_retry_until_gets_the_result_and_the_context():
         )
 
 
+def test_an_error_in_a_retry_until_validator_is_raised_not_counted_as_a_rejection():
+    def broken(result, **ctx):
+        raise KeyError("bug in the validator")
+
+    fn = Flaky(results=[1, 2, 3])
+    with pytest.raises(KeyError, match="bug in the validator"):
+        run(fn, policy(num_retries=2, retry_until=broken))
+    assert len(fn.calls) == 1
+
+
 def test_retry_validation_error_holds_every_result_in_order_and_the_rejecting_validators():
     fn = Flaky(results=[-1, 3, 5])
     p = policy(num_retries=2, retry_until=[accept_positive, accept_even])
@@ -651,6 +661,17 @@ def test_policy_pickles_round_trip_with_plain_functions():
         OSError("x"), 1, 0.0, "fetch", (), {}
     )
     assert run(Flaky(results=[-1, 4]), copy) == 4
+
+
+def test_policy_with_lambdas_travels_by_cloudpickle():
+    import cloudpickle
+
+    p = policy(
+        num_retries=2, retry_on=lambda exception, **ctx: True, retry_until=lambda result, **ctx: result > 1
+    )
+    copy = pickle.loads(cloudpickle.dumps(p))
+    assert copy.attempts == 3 and copy.rejected_by(1, 1, 0.0, "m", (), {}) == ["<lambda>"]
+    assert run(Flaky(failures=1), copy) == 2
 
 
 # ---- interrupted waits and the limits hook ----

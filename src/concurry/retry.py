@@ -219,6 +219,9 @@ def call_with_retries(
     Returns the first result every ``retry_until`` validator accepts. An exception ``retry_on``
     does not accept (or any non-``Exception``) is raised at once; when attempts run out, the
     last attempt's exception is raised, or ``RetryValidationError`` if it failed only validation.
+    ``retry_on`` and ``retry_until`` callables get the context as keywords: ``attempt`` (1-based),
+    ``elapsed_time`` (seconds since the first attempt started), ``method_name``, ``args``,
+    ``kwargs``; an exception they raise propagates (it is a bug in the check, not a failed attempt).
     """
     start = time.monotonic()
     validators = policy.validators
