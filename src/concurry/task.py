@@ -19,6 +19,7 @@ from .futures import BaseFuture, remaining
 from .options import validate_options
 from .progress import check_progress, progress_bar
 from .proxy import EXIT_GRACE, WorkerHandle
+from .retry import check_retry_methods
 from .worker import Worker, WorkerBuilder
 
 P = ParamSpec("P")
@@ -241,6 +242,7 @@ def task(fn: None = None, /, **options: Any) -> Callable[[Callable[P, R]], TaskF
 def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     """Make a function concurrent: ``@task`` or ``@task(mode="process", max_workers=4)``."""
     validated = validate_options(options)
+    check_retry_methods(TaskWorker, validated)  # now, not at the first call
     if fn is not None:
         return TaskFunction(fn, validated)
     return lambda target: TaskFunction(target, validated)
