@@ -1,9 +1,11 @@
 """The runtime: everything that happens next to the user's instance, the same in every mode.
 
 A backend builds one ``Runtime`` where the instance lives (caller thread, worker thread, event
-loop thread, child process) and hands it each call. The runtime constructs the instance,
-resolves futures among the arguments, runs the method, and drives ``async def`` methods to
-completion. Backends depend on the runtime, never the other way round.
+loop thread, child process) and hands it each call; it is the one place a call runs. What
+happens around a call (unwrapping futures, later retries and limits) is described once by a
+picklable ``CallOptions`` and turned, per method on first use, into a cached ``Plan``, so every
+mode gets the same behaviour by construction. Backends depend on the runtime, never the other
+way round.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ import inspect
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from .futures import BaseFuture
+from .options import RetryOptions, WorkerOptions
 
 logger = logging.getLogger("concurry")
 
@@ -186,31 +190,80 @@ def construct(cls: type, args: tuple, kwargs: dict) -> Any:
     return cls(*args, **kwargs)
 
 
+@dataclass(frozen=True)
+class CallOptions:
+    """What happens around every call of one worker, built once from its options; picklable
+    (a process worker's child builds its runtime from it)."""
+
+    unwrap_futures: bool = True
+    retry: RetryOptions = field(default_factory=RetryOptions)
+
+    @classmethod
+    def of(cls, options: WorkerOptions) -> CallOptions:
+        return cls(options.unwrap_futures, options.retry)
+
+
+# A method's plan, decided on its first call: ``(fn, unwrap, is_async, retry)`` — the bound
+# method, whether to look for futures among the arguments, whether it is an ``async def``, and its
+# retry policy (None: the call goes straight through). An exact tuple, because unpacking one is
+# the fastest thing Python does with a record, and it happens on every call.
+Plan = tuple[Callable[..., Any], bool, bool, Any]
+
+
 class Runtime:
     """Runs calls against one instance. Not thread-safe by design: one backend thread uses it."""
 
-    def __init__(self, cls: type, args: tuple, kwargs: dict, unwrap_futures: bool = True):
-        self.unwrap_futures = unwrap_futures
-        self._methods: dict[str, Callable[..., Any]] = {}
+    def __init__(self, cls: type, args: tuple, kwargs: dict, options: CallOptions | None = None):
+        self.options = options = options if options is not None else CallOptions()
+        self._plans: dict[str, Plan] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        if unwrap_futures and call_has_futures(args, kwargs):
+        if options.unwrap_futures and call_has_futures(args, kwargs):
             args, kwargs = replace_futures((args, kwargs), _blocking_result)
         self.instance = construct(cls, args, kwargs)
 
-    def method(self, name: str) -> Callable[..., Any]:
+    def plan(self, name: str) -> Plan:
+        """The cached plan for method ``name`` (an unknown name raises ``AttributeError``)."""
         try:
-            return self._methods[name]
+            return self._plans[name]
         except KeyError:
-            bound = self._methods[name] = getattr(self.instance, name)
-            return bound
+            fn = getattr(self.instance, name)
+            plan = (fn, self.options.unwrap_futures, inspect.iscoroutinefunction(fn), None)
+            self._plans[name] = plan
+            return plan
 
     def invoke(self, name: str, args: tuple, kwargs: dict) -> Any:
         """Run one call to completion in this thread and return its result (or raise)."""
-        if self.unwrap_futures and (args or kwargs) and call_has_futures(args, kwargs):
+        try:
+            fn, unwrap, _, _ = self._plans[name]
+        except KeyError:
+            fn, unwrap, _, _ = self.plan(name)
+        if unwrap and (args or kwargs) and call_has_futures(args, kwargs):
             args, kwargs = replace_futures((args, kwargs), _blocking_result)
-        result = self.method(name)(*args, **kwargs)
+        result = fn(*args, **kwargs)
         if inspect.iscoroutine(result):
             result = self.run_coroutine(result)
+        return result
+
+    def invoke_on_loop(self, name: str, args: tuple, kwargs: dict) -> Any:
+        """Start one call on the running event loop (asyncio mode): the result of a plain method,
+        or a coroutine for the loop to run as a task (an ``async def`` method, or a call whose
+        argument futures are awaited first, never blocked on)."""
+        try:
+            fn, unwrap, _, _ = self._plans[name]
+        except KeyError:
+            fn, unwrap, _, _ = self.plan(name)
+        if unwrap and (args or kwargs) and call_has_futures(args, kwargs):
+            return self._unwrap_then_call(fn, args, kwargs)
+        return fn(*args, **kwargs)
+
+    async def _unwrap_then_call(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+        found = collect_futures((args, kwargs), [])
+        awaitables = [f if isinstance(f, BaseFuture) else asyncio.wrap_future(f) for f in found]
+        values = {id(f): await a for f, a in zip(found, awaitables, strict=True)}
+        args, kwargs = replace_futures((args, kwargs), lambda f: values[id(f)])
+        result = fn(*args, **kwargs)
+        if inspect.iscoroutine(result):
+            result = await result
         return result
 
     def run_coroutine(self, coro: Any) -> Any:
@@ -222,18 +275,6 @@ class Runtime:
         if self._loop is None:
             self._loop = asyncio.new_event_loop()
         return self._loop.run_until_complete(coro)
-
-    async def invoke_async(self, name: str, args: tuple, kwargs: dict) -> Any:
-        """Run one call on the current event loop (asyncio mode): futures are awaited, not blocked on."""
-        if self.unwrap_futures and (args or kwargs) and call_has_futures(args, kwargs):
-            found = collect_futures((args, kwargs), [])
-            awaitables = [f if isinstance(f, BaseFuture) else asyncio.wrap_future(f) for f in found]
-            values = {id(f): await a for f, a in zip(found, awaitables, strict=True)}
-            args, kwargs = replace_futures((args, kwargs), lambda f: values[id(f)])
-        result = self.method(name)(*args, **kwargs)
-        if inspect.iscoroutine(result):
-            result = await result
-        return result
 
     def close(self) -> None:
         """Run the instance's own ``stop()`` if its class defines one, then release our loop.

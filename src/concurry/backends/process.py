@@ -42,7 +42,7 @@ from typing import Any
 
 from ..errors import WorkerCrashedError
 from ..futures import BaseFuture, ConcurrentFuture, force_cancel, set_outcome
-from ..runtime import call_has_futures, replace_futures
+from ..runtime import CallOptions, call_has_futures, replace_futures
 from ..thread_exit import join
 from . import process_launch as launch
 from . import process_wire as wire
@@ -146,7 +146,7 @@ class ProcessBackend(Transport, Backend):
         if self.options.unwrap_futures and call_has_futures(args, kwargs):
             args, kwargs = replace_futures((args, kwargs), lambda f: f.result())
         try:
-            return dumps_worker(self.cls, (args, kwargs, self.options.unwrap_futures))
+            return dumps_worker(self.cls, (args, kwargs, CallOptions.of(self.options)))
         except Exception as exc:
             culprit = wire.unpicklable_part((self.cls, *args, *kwargs.values()))
             what = (

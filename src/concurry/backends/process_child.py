@@ -248,11 +248,11 @@ def _construct(conn: Connection) -> Any:
     except (EOFError, OSError):
         return None
     try:
-        cls, args, kwargs, unwrap = pickle.loads(data)
+        cls, args, kwargs, call_options = pickle.loads(data)
         del data
         from ..runtime import Runtime
 
-        runtime = Runtime(cls, args, kwargs, unwrap)
+        runtime = Runtime(cls, args, kwargs, call_options)
     except BaseException as exc:
         _flush_std_streams()
         conn.send_bytes(pickle.dumps((ERROR, encode_error(exc)), protocol=5))

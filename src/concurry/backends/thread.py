@@ -18,7 +18,7 @@ import queue
 import threading
 
 from ..futures import BaseFuture, ConcurrentFuture, force_cancel, set_outcome
-from ..runtime import Runtime
+from ..runtime import CallOptions, Runtime
 from ..thread_exit import join
 from .base import Backend
 
@@ -126,7 +126,7 @@ class ThreadBackend(Backend):
 
     def _run(self) -> None:
         try:
-            runtime = Runtime(self.cls, self.args, self.kwargs, self.options.unwrap_futures)
+            runtime = Runtime(self.cls, self.args, self.kwargs, CallOptions.of(self.options))
         except BaseException as exc:
             self._init_error = exc
             self._finished = True
