@@ -458,7 +458,7 @@ SHARED_CANDIDATES = {
     "num_retries": [0, 3, -1, {"*": 2}, {"*": -2}, 1.5],
     "retry_on": [ValueError, (KeyError, OSError), "x", lambda exception, **ctx: True],
     "retry_algorithm": ["linear", "exp", "zigzag"],
-    "retry_wait": [0, 2.5, -1, float("nan"), {"m": 1.0}],
+    "retry_wait": [0, 2.5, -1, float("nan"), {"value": 1.0}],  # (options() checks the method exists)
     "retry_jitter": [0, 1, 1.5],
     "retry_until": [None, callable, 3],
     "mp_context": ["spawn", "FORK", "vfork", 1],

@@ -18,6 +18,7 @@ from .constants import (
 )
 from .errors import RetryValidationError, WorkerCrashedError, WorkerStoppedError
 from .futures import AsyncioFuture, BaseFuture, ConcurrentFuture, SyncFuture, wrap_future
+from .options import RetryConfig
 from .progress import ProgressBar
 from .synch import async_gather, async_wait, gather, wait
 from .task import Executor, TaskWorker, task
@@ -39,6 +40,7 @@ __all__ = [
     "ProgressBar",
     "RateLimitAlgorithm",
     "RetryAlgorithm",
+    "RetryConfig",
     "RetryValidationError",
     "ReturnWhen",
     "SyncFuture",

@@ -19,13 +19,12 @@ from typing import Any, Generic, NamedTuple, TypeVar, overload
 from .constants import ExecutionMode, LoadBalancingAlgorithm, PollingAlgorithm, RetryAlgorithm
 from .options import (
     RAY_OPTIONS,
-    RETRY_OPTIONS,
     SINGLE_WORKER_MODES,
     VALIDATORS,
-    RetryOptions,
     WorkerOptions,
     _check_single_worker_modes,
     _number,
+    resolve_retry,
 )
 
 T = TypeVar("T")
@@ -323,7 +322,7 @@ def resolve_options(given: Mapping[str, Any]) -> WorkerOptions:
         blocking=pick("blocking"),
         unwrap_futures=pick("unwrap_futures"),
         limits=given.get("limits"),
-        retry=RetryOptions(**{name: pick(name) for name in RETRY_OPTIONS}),
+        retry=resolve_retry(given, lookup),
         mp_context=pick("mp_context"),
         ray_options={k: v for k, v in given.items() if k in RAY_OPTIONS},
         stop_timeout=pick("stop_timeout"),

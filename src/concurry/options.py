@@ -8,6 +8,7 @@ passed down and never re-validated on the hot path. ``config`` imports this modu
 from __future__ import annotations
 
 import difflib
+import inspect
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ RAY_OPTIONS = frozenset(
 RETRY_OPTIONS = ("num_retries", "retry_on", "retry_algorithm", "retry_wait", "retry_jitter", "retry_until")
 CORE_OPTIONS = (
     "mode", "max_workers", "load_balancing", "on_demand", "max_queued_tasks", "blocking",
-    "unwrap_futures", "limits", *RETRY_OPTIONS, "mp_context",
+    "unwrap_futures", "limits", *RETRY_OPTIONS, "retry_config", "mp_context",
 )
 ACCEPTED_OPTIONS = frozenset(CORE_OPTIONS) | RAY_OPTIONS
 
@@ -77,10 +78,35 @@ def _per_method(name: str, value: Any, check: Callable[[str, Any], Any]) -> Any:
     return check(name, value)
 
 
+# The keywords the library passes to retry_on and retry_until callables (the call context).
+RETRY_CONTEXT = ("attempt", "elapsed_time", "method_name", "args", "kwargs")
+
+
+def _check_signature(name: str, fn: Callable[..., Any], first: str, positional: bool, what: str) -> None:
+    """Refuse now a callable that could not take the arguments it will be called with, rather
+    than failing the user's call later. Callables without an inspectable signature pass."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return
+    try:
+        if positional:
+            signature.bind(None, **dict.fromkeys(RETRY_CONTEXT))
+        else:
+            signature.bind(**dict.fromkeys((first, *RETRY_CONTEXT)))
+    except TypeError as exc:
+        how = f"the {first} first" if positional else f"{first}=..."
+        raise TypeError(
+            f"{name} must be {what} called with {how} and the keywords {', '.join(RETRY_CONTEXT)}, "
+            f"e.g. `def check({first}, **ctx)`; {fn!r} cannot be called so: {exc}"
+        ) from None
+
+
 def _retry_on_item(name: str, item: Any) -> Any:
     if isinstance(item, type) and issubclass(item, BaseException):
         return item
     if callable(item) and not isinstance(item, type):
+        _check_signature(name, item, "exception", False, "an exception class or a callable -> bool")
         return item
     raise TypeError(
         f"{name} must be an exception class or a callable (exception=..., **ctx) -> bool, got {item!r}"
@@ -102,7 +128,10 @@ def _retry_until(name: str, value: Any) -> Any:
             raise TypeError(
                 f"{name} must be a callable (result, **ctx) -> bool or a list of them, got {item!r}"
             )
-    return tuple(items) if isinstance(value, (list, tuple)) else value
+        _check_signature(name, item, "result", True, "a callable -> bool (or a list of them)")
+    if isinstance(value, (list, tuple)):
+        return tuple(items) or None  # an empty list: no validators
+    return value
 
 
 def _limits(name: str, value: Any) -> Any:
@@ -196,6 +225,8 @@ def validate_options(options: Mapping[str, Any], base: Mapping[str, Any] | None 
     mode = base.get("mode") if base else None
     if "mode" in options:  # first: the messages about the other options depend on it
         mode = out["mode"] = VALIDATORS["mode"]("mode", options["mode"])
+    if "retry_config" in options:
+        options = _expand_retry_config(options)
     for name, value in options.items():
         if name not in ACCEPTED_OPTIONS:
             raise _unknown(name, mode)
@@ -203,7 +234,9 @@ def validate_options(options: Mapping[str, Any], base: Mapping[str, Any] | None 
             out[name] = value if name in RAY_OPTIONS else VALIDATORS[name](name, value)
     _check_mp_context(out, mode)  # only the layer that sets it
     if base is not None:
-        out = {**base, **out}
+        # a per-method retry dict without "*" keeps the layers below for the methods it does not name
+        both = [name for name in RETRY_OPTIONS if name in out and name in base]
+        out = {**base, **out, **{name: layer_per_method(out[name], base[name]) for name in both}}
     _check_single_worker_modes(out, complete=base is not None)
     return out
 
@@ -237,7 +270,9 @@ def _check_single_worker_modes(values: Mapping[str, Any], complete: bool = True)
 
 @dataclass(frozen=True)
 class RetryOptions:
-    """Retry settings as resolved for one worker; not enforced yet."""
+    """Retry settings as resolved for one worker; ``retry.policy_for`` reads them per method.
+
+    Each value is validated, and may be a per-method dict (``{"fetch": 5, "*": 1}``)."""
 
     num_retries: Any = 0
     retry_on: Any = Exception
@@ -268,3 +303,133 @@ class WorkerOptions:
     def is_pool(self) -> bool:
         return self.on_demand or self.max_workers > 1
 
+
+
+# ---- per-method dicts and RetryConfig ----
+
+def layer_per_method(value: Any, below: Any) -> Any:
+    """``value`` laid over the layer below it (the decorator's, then ``global_config``'s value).
+
+    A per-method dict without ``"*"`` names only some methods: the others keep what the layer
+    below gives them. A plain value, or a dict with ``"*"``, says everything and replaces it."""
+    if isinstance(value, Mapping) and "*" not in value:
+        lower = dict(below) if isinstance(below, Mapping) else {"*": below}
+        return {**lower, **value}
+    return value
+
+
+def resolve_retry(given: Mapping[str, Any], lookup: Callable[[str], Any]) -> RetryOptions:
+    """The retry options a worker runs with: the user's layers over ``global_config``'s values
+    (``lookup``), a per-method dict without ``"*"`` keeping them for the methods it does not name."""
+    return RetryOptions(
+        **{
+            name: layer_per_method(given[name], lookup(name)) if name in given else lookup(name)
+            for name in RETRY_OPTIONS
+        }
+    )
+
+
+class _NotGiven:
+    def __repr__(self) -> str:
+        return "<not given>"
+
+
+_NOT_GIVEN: Any = _NotGiven()
+
+
+class RetryConfig:
+    """The retry options in one value: ``W.options(retry_config=RetryConfig(num_retries=3))``.
+
+    Accepted wherever the separate options are (``options()``, ``@worker(...)``, ``@task(...)``,
+    ``Executor(...)``) as ``retry_config=``, also as a per-method dict
+    ``retry_config={"fetch": RetryConfig(...), "*": RetryConfig(...)}``. Each option is validated
+    now; only the options given are kept (``given``), so the others fall back as usual. An
+    attribute not given reads as the library's built-in value.
+    """
+
+    __slots__ = ("_given",)
+
+    def __init__(
+        self,
+        *,
+        num_retries: int | Mapping[str, int] = _NOT_GIVEN,
+        retry_on: Any = _NOT_GIVEN,
+        retry_algorithm: RetryAlgorithm | str | Mapping[str, RetryAlgorithm | str] = _NOT_GIVEN,
+        retry_wait: float | Mapping[str, float] = _NOT_GIVEN,
+        retry_jitter: float | Mapping[str, float] = _NOT_GIVEN,
+        retry_until: Any = _NOT_GIVEN,
+    ) -> None:
+        values = {
+            "num_retries": num_retries, "retry_on": retry_on, "retry_algorithm": retry_algorithm,
+            "retry_wait": retry_wait, "retry_jitter": retry_jitter, "retry_until": retry_until,
+        }
+        self._given = {
+            name: VALIDATORS[name](f"RetryConfig {name}", value)
+            for name, value in values.items()
+            if value is not _NOT_GIVEN
+        }
+
+    @property
+    def given(self) -> dict[str, Any]:
+        """The options this config sets (validated and normalised)."""
+        return dict(self._given)
+
+    def _value(self, name: str) -> Any:
+        return self._given[name] if name in self._given else getattr(RetryOptions, name)
+
+    num_retries = property(lambda self: self._value("num_retries"))
+    retry_on = property(lambda self: self._value("retry_on"))
+    retry_algorithm = property(lambda self: self._value("retry_algorithm"))
+    retry_wait = property(lambda self: self._value("retry_wait"))
+    retry_jitter = property(lambda self: self._value("retry_jitter"))
+    retry_until = property(lambda self: self._value("retry_until"))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RetryConfig) and other._given == self._given
+
+    __hash__ = None  # type: ignore[assignment]  # values may be dicts
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self._given
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._given = dict(state)
+
+    def __repr__(self) -> str:
+        return f"RetryConfig({', '.join(f'{k}={v!r}' for k, v in self._given.items())})"
+
+
+def _expand_retry_config(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``retry_config=`` replaced by the separate options it sets (per-method dicts of configs
+    become per-method dicts of each option). Giving an option both ways is refused."""
+    config = options["retry_config"]
+    if isinstance(config, RetryConfig):
+        expanded = config.given
+    elif isinstance(config, Mapping):
+        expanded = {}
+        for method, item in config.items():
+            where = f"retry_config[{method!r}]"
+            if not isinstance(method, str):
+                raise TypeError(f"retry_config keys must be method names (str) or '*', got {method!r}")
+            if not isinstance(item, RetryConfig):
+                raise TypeError(f"{where} must be a RetryConfig, got {item!r}")
+            for name, value in item._given.items():
+                if isinstance(value, Mapping):
+                    raise TypeError(
+                        f"{where} has a per-method {name}={value!r}; inside a per-method retry_config "
+                        "give plain values (the dict's keys already name the methods)"
+                    )
+                expanded.setdefault(name, {})[method] = value
+    else:
+        raise TypeError(
+            "retry_config must be a RetryConfig(...) or a dict of method name (or '*') -> RetryConfig, "
+            f"got {config!r}"
+        )
+    twice = sorted(set(expanded) & set(options))
+    if twice:
+        raise ValueError(
+            f"{', '.join(twice)} given both as an option and in retry_config={config!r}; give each "
+            "retry option once"
+        )
+    rest = {name: value for name, value in options.items() if name != "retry_config"}
+    return {**rest, **expanded}

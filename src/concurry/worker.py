@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, overload
 
 from .config import resolve_options
 from .options import validate_options
+from .retry import check_retry_methods
 from .validation import check_init_args
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ class WorkerClass(metaclass=_WorkerClassMeta):
 
 
 def _options(cls: type, options: dict[str, Any]) -> WorkerBuilder[Any]:
-    return WorkerBuilder(cls, _merge(cls.__concurry_options__, options))  # type: ignore[attr-defined]
+    return WorkerBuilder(cls, _merge(cls.__concurry_options__, options, cls))  # type: ignore[attr-defined]
 
 
 def _init(cls: type, args: tuple, kwargs: dict) -> Any:
@@ -136,7 +137,7 @@ class WorkerBuilder(Generic[H]):
         self._options = options
 
     def options(self, **options: Any) -> WorkerBuilder[H]:
-        return WorkerBuilder(self._cls, _merge(self._options, options))
+        return WorkerBuilder(self._cls, _merge(self._options, options, self._cls))
 
     def init(self, *args: Any, **kwargs: Any) -> H:
         """Create the worker (or pool). Limits and retry options are validated and stored now;
@@ -167,10 +168,13 @@ class WorkerBuilder(Generic[H]):
         return f"{self._cls.__name__}.options({', '.join(f'{k}={v!r}' for k, v in self._options.items())})"
 
 
-def _merge(base: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+def _merge(base: dict[str, Any], options: dict[str, Any], cls: type) -> dict[str, Any]:
     """``options`` validated and laid over ``base``; the combination is checked too, so
-    ``@worker(mode="sync")`` then ``.options(max_workers=4)`` fails at ``options()`` time."""
-    return validate_options(options, base)
+    ``@worker(mode="sync")`` then ``.options(max_workers=4)`` fails at ``options()`` time,
+    and so is every per-method retry dict against ``cls``'s methods."""
+    merged = validate_options(options, base)
+    check_retry_methods(cls, merged)
+    return merged
 
 
 _METACLASSES: dict[type, type] = {}
@@ -197,8 +201,9 @@ def _make_worker_class(cls: type, options: dict[str, Any]) -> type:
     if isinstance(cls, WorkerMeta) or issubclass(cls, Worker):
         # Already a worker class (a Worker subclass, or a subclass of a decorated class):
         # the decorator only sets its defaults, over the ones it inherits.
-        cls.__concurry_options__ = _merge(cls.__concurry_options__, options)
+        cls.__concurry_options__ = _merge(cls.__concurry_options__, options, cls)
         return cls
+    check_retry_methods(cls, options)
     namespace = {
         "__module__": cls.__module__,
         "__qualname__": cls.__qualname__,
