@@ -70,6 +70,9 @@ class AsyncioBackend(Backend):
             if wait:
                 self._await_exit(timeout)  # also when stop() was begun earlier: the deadline holds
             return
+        runtime = getattr(self, "runtime", None)
+        if runtime is not None:
+            runtime.request_stop()  # a call in a back-off ends now, with its last failure
         if cancel_futures:
             # Now, from the caller: the loop may be blocked by a plain ``def`` call, and the
             # wake-up already scheduled would otherwise start the queued calls before _shutdown.

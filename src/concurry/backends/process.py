@@ -322,6 +322,8 @@ class ProcessBackend(Transport, Backend):
             return
         cancelled: list[ConcurrentFuture] = []
         with self._lock:
+            if not self._control.closed:
+                wire.INT.pack_into(self._control, wire.STOPPING, 1)  # cuts a retry back-off short
             if cancel_futures:
                 cancelled = self._waiting_futures()
                 self._unsent.clear()

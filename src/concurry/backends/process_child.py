@@ -46,6 +46,7 @@ from .process_wire import (
     SKIP_TO,
     SKIPPED,
     STARTING,
+    STOPPING,
     TAG,
     WATERMARK,
     Payload,
@@ -272,6 +273,7 @@ def _loop(conn: Connection, runtime: Any, control: mmap.mmap, control_fd: int) -
     os.register_at_fork(after_in_child=lambda: me.__setitem__(0, os.getpid()))
     sender = _Sender(conn, me[0])
     claim = _claimer(control, control_fd) if unpack_from(control, CLAIMS)[0] else None
+    runtime.poll_stop = lambda: unpack_from(control, STOPPING)[0] != 0  # read only in back-offs
     index = 0
     try:
         while True:

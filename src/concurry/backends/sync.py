@@ -56,6 +56,7 @@ class SyncBackend(Backend):
 
     def stop(self, timeout: float | None = None, cancel_futures: bool = False, wait: bool = True) -> None:
         if self._begin_stop():
+            self.runtime.request_stop()  # a call in a back-off (in another thread) ends now
             self.runtime.close()
 
 
