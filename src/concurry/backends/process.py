@@ -31,6 +31,7 @@ writer threads, ``process_exit`` the cleanup at interpreter exit, ``process_laun
 from __future__ import annotations
 
 import collections
+import functools
 import os
 import pickle
 import socket
@@ -116,6 +117,8 @@ class ProcessBackend(Transport, Backend):
         self._exit_code: int | None = None
         parent_sock, child_sock = socket.socketpair()
         control_fd, self._control = wire.control_page()
+        # bound now: stop() may run in a finalizer at interpreter exit, when module globals are gone
+        self._mark_stopping = functools.partial(wire.INT.pack_into, self._control, wire.STOPPING, 1)
         self._lock_fd = -1
         if self.claims:
             wire.INT.pack_into(self._control, wire.CLAIMS, 1)
@@ -323,7 +326,7 @@ class ProcessBackend(Transport, Backend):
         cancelled: list[ConcurrentFuture] = []
         with self._lock:
             if not self._control.closed:
-                wire.INT.pack_into(self._control, wire.STOPPING, 1)  # cuts a retry back-off short
+                self._mark_stopping()  # the child cuts a retry back-off short
             if cancel_futures:
                 cancelled = self._waiting_futures()
                 self._unsent.clear()
