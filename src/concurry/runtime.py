@@ -1,9 +1,11 @@
 """The runtime: everything that happens next to the user's instance, the same in every mode.
 
 A backend builds one ``Runtime`` where the instance lives (caller thread, worker thread, event
-loop thread, child process) and hands it each call. The runtime constructs the instance,
-resolves futures among the arguments, runs the method, and drives ``async def`` methods to
-completion. Backends depend on the runtime, never the other way round.
+loop thread, child process) and hands it each call; it is the one place a call runs. What
+happens around a call (unwrapping futures, later retries and limits) is described once by a
+picklable ``CallOptions`` and turned, per method on first use, into a cached ``Plan``, so every
+mode gets the same behaviour by construction. Backends depend on the runtime, never the other
+way round.
 """
 
 from __future__ import annotations
@@ -13,10 +15,14 @@ import concurrent.futures
 import inspect
 import logging
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from .futures import BaseFuture
+from .options import RetryOptions, WorkerOptions
+from .retry import call_with_retries, call_with_retries_async, policy_for
 
 logger = logging.getLogger("concurry")
 
@@ -186,32 +192,183 @@ def construct(cls: type, args: tuple, kwargs: dict) -> Any:
     return cls(*args, **kwargs)
 
 
+@dataclass(frozen=True)
+class CallOptions:
+    """What happens around every call of one worker, built once from its options; picklable
+    (a process worker's child builds its runtime from it)."""
+
+    unwrap_futures: bool = True
+    retry: RetryOptions = field(default_factory=RetryOptions)
+
+    @classmethod
+    def of(cls, options: WorkerOptions) -> CallOptions:
+        return cls(options.unwrap_futures, options.retry)
+
+
+# A method's plan, decided on its first call: ``(fn, unwrap, is_async, retry)`` — the bound
+# method, whether to look for futures among the arguments, whether it is an ``async def``, and its
+# retry policy (None: the call goes straight through). An exact tuple, because unpacking one is
+# the fastest thing Python does with a record, and it happens on every call.
+Plan = tuple[Callable[..., Any], bool, bool, Any]
+
+
 class Runtime:
     """Runs calls against one instance. Not thread-safe by design: one backend thread uses it."""
 
-    def __init__(self, cls: type, args: tuple, kwargs: dict, unwrap_futures: bool = True):
-        self.unwrap_futures = unwrap_futures
-        self._methods: dict[str, Callable[..., Any]] = {}
+    def __init__(self, cls: type, args: tuple, kwargs: dict, options: CallOptions | None = None):
+        self.options = options = options if options is not None else CallOptions()
+        self._plans: dict[str, Plan] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        if unwrap_futures and call_has_futures(args, kwargs):
+        # stop signal for back-offs: set by the backend's stop (any thread); a process child,
+        # whose one thread is busy with the call, sets ``poll_stop`` to read the parent's flag
+        self._stopping = threading.Event()
+        self.poll_stop: Callable[[], bool] | None = None
+        self._sleepers: set[asyncio.Future] = set()
+        self._sleep_loop: asyncio.AbstractEventLoop | None = None
+        # TaskWorker: retries apply to the function submitted, not to ``submit``
+        self._runs_functions = bool(getattr(cls, "__concurry_runs_functions__", False))
+        if options.unwrap_futures and call_has_futures(args, kwargs):
             args, kwargs = replace_futures((args, kwargs), _blocking_result)
         self.instance = construct(cls, args, kwargs)
 
-    def method(self, name: str) -> Callable[..., Any]:
+    def plan(self, name: str) -> Plan:
+        """The cached plan for method ``name`` (an unknown name raises ``AttributeError``)."""
         try:
-            return self._methods[name]
+            return self._plans[name]
         except KeyError:
-            bound = self._methods[name] = getattr(self.instance, name)
-            return bound
+            fn = getattr(self.instance, name)
+            retry = policy_for(self.options.retry, name)
+            plan = (fn, self.options.unwrap_futures, inspect.iscoroutinefunction(fn), retry)
+            self._plans[name] = plan
+            return plan
 
     def invoke(self, name: str, args: tuple, kwargs: dict) -> Any:
         """Run one call to completion in this thread and return its result (or raise)."""
-        if self.unwrap_futures and (args or kwargs) and call_has_futures(args, kwargs):
+        try:
+            fn, unwrap, is_async, retry = self._plans[name]
+        except KeyError:
+            fn, unwrap, is_async, retry = self.plan(name)
+        if unwrap and (args or kwargs) and call_has_futures(args, kwargs):
             args, kwargs = replace_futures((args, kwargs), _blocking_result)
-        result = self.method(name)(*args, **kwargs)
+        if retry is not None:
+            fn, name, is_async, args = self._target(fn, name, is_async, args)
+            if is_async:
+                coro = call_with_retries_async(fn, args, kwargs, retry, name, self._sleep_async)
+                return self.run_coroutine(coro)
+            result = call_with_retries(fn, args, kwargs, retry, name, self._sleep)
+        else:
+            result = fn(*args, **kwargs)
         if inspect.iscoroutine(result):
             result = self.run_coroutine(result)
         return result
+
+    def invoke_on_loop(self, name: str, args: tuple, kwargs: dict) -> Any:
+        """Start one call on the running event loop (asyncio mode): the result of a plain method,
+        or a coroutine for the loop to run as a task (an ``async def`` method, or a call whose
+        argument futures are awaited first, never blocked on)."""
+        try:
+            fn, unwrap, is_async, retry = self._plans[name]
+        except KeyError:
+            fn, unwrap, is_async, retry = self.plan(name)
+        if unwrap and (args or kwargs) and call_has_futures(args, kwargs):
+            return self._unwrap_then_call(fn, name, is_async, retry, args, kwargs)
+        if retry is not None:
+            return self._retried_on_loop(fn, name, is_async, retry, args, kwargs)
+        return fn(*args, **kwargs)
+
+    async def _unwrap_then_call(
+        self, fn: Callable[..., Any], name: str, is_async: bool, retry: Any, args: tuple, kwargs: dict
+    ) -> Any:
+        found = collect_futures((args, kwargs), [])
+        awaitables = [f if isinstance(f, BaseFuture) else asyncio.wrap_future(f) for f in found]
+        values = {id(f): await a for f, a in zip(found, awaitables, strict=True)}
+        args, kwargs = replace_futures((args, kwargs), lambda f: values[id(f)])
+        if retry is not None:
+            return await self._retried_on_loop(fn, name, is_async, retry, args, kwargs)
+        result = fn(*args, **kwargs)
+        if inspect.iscoroutine(result):
+            result = await result
+        return result
+
+    async def _retried_on_loop(
+        self, fn: Callable[..., Any], name: str, is_async: bool, retry: Any, args: tuple, kwargs: dict
+    ) -> Any:
+        """A retried call in asyncio mode is a task: its back-offs await, so other calls run
+        meanwhile (a plain ``def`` method's attempts still run on the loop thread, one at a time)."""
+        fn, name, is_async, args = self._target(fn, name, is_async, args)
+        if not is_async:
+            fn = _as_coroutine_function(fn)
+        return await call_with_retries_async(fn, args, kwargs, retry, name, self._sleep_async)
+
+    def _target(self, fn: Callable[..., Any], name: str, is_async: bool, args: tuple) -> tuple:
+        """What the attempts call: the method, or for a TaskWorker's ``submit`` the function
+        submitted (so an ``async def`` function is retried too, under its own name)."""
+        if self._runs_functions and name == "submit" and args:
+            fn, args = args[0], args[1:]
+            name = getattr(fn, "__name__", None) or name
+            is_async = inspect.iscoroutinefunction(fn)
+        return fn, name, is_async, args
+
+    # ---- back-off waits: cut short by ``request_stop`` ----
+
+    def request_stop(self) -> None:
+        """The worker is stopping: a call waiting between attempts ends now with its last failure
+        (and later calls get no more retries). Safe from any thread."""
+        self._stopping.set()
+        loop = self._sleep_loop
+        if loop is not None:
+            try:
+                loop.call_soon_threadsafe(self._wake_sleepers)
+            except RuntimeError:  # that loop is closed: nothing sleeps on it
+                pass
+
+    def _stop_requested(self) -> bool:
+        return self._stopping.is_set() or (self.poll_stop is not None and self.poll_stop())
+
+    def _sleep(self, seconds: float) -> bool:
+        """Wait ``seconds``; False when stop was requested first."""
+        if self.poll_stop is None:
+            return not self._stopping.wait(seconds)
+        deadline = time.monotonic() + seconds
+        while not self._stop_requested():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return True
+            self._stopping.wait(min(left, _POLL_INTERVAL))
+        return False
+
+    async def _sleep_async(self, seconds: float) -> bool:
+        """``_sleep`` on the running event loop: other tasks run meanwhile."""
+        if self._stop_requested():
+            return False
+        loop = asyncio.get_running_loop()
+        self._sleep_loop = loop
+        waker = loop.create_future()
+        timer = loop.call_later(seconds, _resolve, waker, True)
+        poller = None
+        if self.poll_stop is not None:
+            poller = loop.create_task(self._poll_until(waker))
+        self._sleepers.add(waker)
+        try:
+            if self._stopping.is_set():  # set before _sleep_loop was: no wake-up was scheduled
+                return False
+            return await waker
+        finally:
+            timer.cancel()
+            if poller is not None:
+                poller.cancel()
+            self._sleepers.discard(waker)
+
+    async def _poll_until(self, waker: asyncio.Future) -> None:
+        while not waker.done():
+            if self._stop_requested():
+                _resolve(waker, False)
+                return
+            await asyncio.sleep(_POLL_INTERVAL)
+
+    def _wake_sleepers(self) -> None:
+        for waker in list(self._sleepers):
+            _resolve(waker, False)
 
     def run_coroutine(self, coro: Any) -> Any:
         """Drive an ``async def`` call to completion on this worker's own event loop."""
@@ -222,18 +379,6 @@ class Runtime:
         if self._loop is None:
             self._loop = asyncio.new_event_loop()
         return self._loop.run_until_complete(coro)
-
-    async def invoke_async(self, name: str, args: tuple, kwargs: dict) -> Any:
-        """Run one call on the current event loop (asyncio mode): futures are awaited, not blocked on."""
-        if self.unwrap_futures and (args or kwargs) and call_has_futures(args, kwargs):
-            found = collect_futures((args, kwargs), [])
-            awaitables = [f if isinstance(f, BaseFuture) else asyncio.wrap_future(f) for f in found]
-            values = {id(f): await a for f, a in zip(found, awaitables, strict=True)}
-            args, kwargs = replace_futures((args, kwargs), lambda f: values[id(f)])
-        result = self.method(name)(*args, **kwargs)
-        if inspect.iscoroutine(result):
-            result = await result
-        return result
 
     def close(self) -> None:
         """Run the instance's own ``stop()`` if its class defines one, then release our loop.
@@ -251,9 +396,30 @@ class Runtime:
                 except Exception:
                     logger.exception("the worker's own stop() raised")
         finally:
-            if self._loop is not None:
+            # a sync-mode worker stopped from another thread may still be running a call on
+            # its loop (ending after a cut-short back-off): that loop is left to be collected
+            if self._loop is not None and not self._loop.is_running():
                 self._loop.close()
                 self._loop = None
+
+
+# how often a process child's back-off looks at the parent's stop flag
+_POLL_INTERVAL = 0.05
+
+
+def _resolve(waker: asyncio.Future, value: bool) -> None:
+    if not waker.done():
+        waker.set_result(value)
+
+
+def _as_coroutine_function(fn: Callable[..., Any]) -> Callable[..., Any]:
+    async def attempt(*args: Any, **kwargs: Any) -> Any:
+        result = fn(*args, **kwargs)
+        if inspect.iscoroutine(result):
+            result = await result
+        return result
+
+    return attempt
 
 
 def _run_in_helper_thread(coro: Any) -> Any:

@@ -14,7 +14,7 @@ import threading
 from typing import Any
 
 from ..futures import BaseFuture, ConcurrentFuture, force_cancel, set_outcome
-from ..runtime import Runtime, call_has_futures
+from ..runtime import CallOptions, Runtime
 from ..thread_exit import join
 from .base import Backend
 
@@ -70,6 +70,9 @@ class AsyncioBackend(Backend):
             if wait:
                 self._await_exit(timeout)  # also when stop() was begun earlier: the deadline holds
             return
+        runtime = getattr(self, "runtime", None)
+        if runtime is not None:
+            runtime.request_stop()  # a call in a back-off ends now, with its last failure
         if cancel_futures:
             # Now, from the caller: the loop may be blocked by a plain ``def`` call, and the
             # wake-up already scheduled would otherwise start the queued calls before _shutdown.
@@ -107,7 +110,7 @@ class AsyncioBackend(Backend):
     def _run(self, ready: threading.Event) -> None:
         asyncio.set_event_loop(self._loop)
         try:
-            self.runtime = Runtime(self.cls, self.args, self.kwargs, self.options.unwrap_futures)
+            self.runtime = Runtime(self.cls, self.args, self.kwargs, CallOptions.of(self.options))
         except BaseException as exc:
             self._init_error = exc
             self._finished = True
@@ -115,6 +118,7 @@ class AsyncioBackend(Backend):
             ready.set()
             return
         self.args = self.kwargs = None
+        self._invoke = self.runtime.invoke_on_loop
         ready.set()
         try:
             self._loop.run_forever()
@@ -144,13 +148,9 @@ class AsyncioBackend(Backend):
                 return
         except RuntimeError:
             return
-        runtime = self.runtime
         self._current = future
         try:
-            if runtime.unwrap_futures and (args or kwargs) and call_has_futures(args, kwargs):
-                result = runtime.invoke_async(name, args, kwargs)
-            else:
-                result = runtime.method(name)(*args, **kwargs)
+            result = self._invoke(name, args, kwargs)
         except BaseException as exc:  # preparing or running the call: that call fails, not the loop
             set_outcome(future, None, exc)
             return

@@ -31,6 +31,7 @@ writer threads, ``process_exit`` the cleanup at interpreter exit, ``process_laun
 from __future__ import annotations
 
 import collections
+import functools
 import os
 import pickle
 import socket
@@ -42,7 +43,7 @@ from typing import Any
 
 from ..errors import WorkerCrashedError
 from ..futures import BaseFuture, ConcurrentFuture, force_cancel, set_outcome
-from ..runtime import call_has_futures, replace_futures
+from ..runtime import CallOptions, call_has_futures, replace_futures
 from ..thread_exit import join
 from . import process_launch as launch
 from . import process_wire as wire
@@ -116,6 +117,8 @@ class ProcessBackend(Transport, Backend):
         self._exit_code: int | None = None
         parent_sock, child_sock = socket.socketpair()
         control_fd, self._control = wire.control_page()
+        # bound now: stop() may run in a finalizer at interpreter exit, when module globals are gone
+        self._mark_stopping = functools.partial(wire.INT.pack_into, self._control, wire.STOPPING, 1)
         self._lock_fd = -1
         if self.claims:
             wire.INT.pack_into(self._control, wire.CLAIMS, 1)
@@ -146,7 +149,7 @@ class ProcessBackend(Transport, Backend):
         if self.options.unwrap_futures and call_has_futures(args, kwargs):
             args, kwargs = replace_futures((args, kwargs), lambda f: f.result())
         try:
-            return dumps_worker(self.cls, (args, kwargs, self.options.unwrap_futures))
+            return dumps_worker(self.cls, (args, kwargs, CallOptions.of(self.options)))
         except Exception as exc:
             culprit = wire.unpicklable_part((self.cls, *args, *kwargs.values()))
             what = (
@@ -322,6 +325,8 @@ class ProcessBackend(Transport, Backend):
             return
         cancelled: list[ConcurrentFuture] = []
         with self._lock:
+            if not self._control.closed:
+                self._mark_stopping()  # the child cuts a retry back-off short
             if cancel_futures:
                 cancelled = self._waiting_futures()
                 self._unsent.clear()

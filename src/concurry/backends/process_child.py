@@ -46,6 +46,7 @@ from .process_wire import (
     SKIP_TO,
     SKIPPED,
     STARTING,
+    STOPPING,
     TAG,
     WATERMARK,
     Payload,
@@ -248,11 +249,11 @@ def _construct(conn: Connection) -> Any:
     except (EOFError, OSError):
         return None
     try:
-        cls, args, kwargs, unwrap = pickle.loads(data)
+        cls, args, kwargs, call_options = pickle.loads(data)
         del data
         from ..runtime import Runtime
 
-        runtime = Runtime(cls, args, kwargs, unwrap)
+        runtime = Runtime(cls, args, kwargs, call_options)
     except BaseException as exc:
         _flush_std_streams()
         conn.send_bytes(pickle.dumps((ERROR, encode_error(exc)), protocol=5))
@@ -272,6 +273,7 @@ def _loop(conn: Connection, runtime: Any, control: mmap.mmap, control_fd: int) -
     os.register_at_fork(after_in_child=lambda: me.__setitem__(0, os.getpid()))
     sender = _Sender(conn, me[0])
     claim = _claimer(control, control_fd) if unpack_from(control, CLAIMS)[0] else None
+    runtime.poll_stop = lambda: unpack_from(control, STOPPING)[0] != 0  # read only in back-offs
     index = 0
     try:
         while True:

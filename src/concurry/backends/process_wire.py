@@ -61,7 +61,8 @@ WATERMARK = 8  # calls below this index are skipped (stop(cancel_futures=True))
 SKIP_FROM, SKIP_TO = 16, 24  # with claims: calls in [SKIP_FROM, SKIP_TO) were taken back
 CLAIMS = 32  # 1: claim each call under the page's lock before starting it
 CLAIMED = 40  # with claims: how many calls were claimed (the next unclaimed index)
-CONTROL_SIZE = 48
+STOPPING = 48  # 1: the parent is stopping the worker (a call in a retry back-off ends now)
+CONTROL_SIZE = 56
 INT = struct.Struct("q")
 
 

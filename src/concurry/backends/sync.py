@@ -16,7 +16,7 @@ from typing import Any
 
 from ..futures import BaseFuture, ConcurrentFuture, SyncFuture, set_outcome
 from ..remote_traceback import user_frames
-from ..runtime import Runtime
+from ..runtime import CallOptions, Runtime
 from .base import Backend
 
 
@@ -24,7 +24,7 @@ class SyncBackend(Backend):
     """No transport at all: the runtime lives in the calling thread."""
 
     def start(self) -> None:
-        self.runtime = Runtime(self.cls, self.args, self.kwargs, self.options.unwrap_futures)
+        self.runtime = Runtime(self.cls, self.args, self.kwargs, CallOptions.of(self.options))
 
     def caller(self, name: str) -> Callable[..., BaseFuture]:
         """The one path for calls (``submit`` goes through it too): run now, return a done future."""
@@ -56,6 +56,7 @@ class SyncBackend(Backend):
 
     def stop(self, timeout: float | None = None, cancel_futures: bool = False, wait: bool = True) -> None:
         if self._begin_stop():
+            self.runtime.request_stop()  # a call in a back-off (in another thread) ends now
             self.runtime.close()
 
 

@@ -18,7 +18,7 @@ import queue
 import threading
 
 from ..futures import BaseFuture, ConcurrentFuture, force_cancel, set_outcome
-from ..runtime import Runtime
+from ..runtime import CallOptions, Runtime
 from ..thread_exit import join
 from .base import Backend
 
@@ -39,6 +39,7 @@ class ThreadBackend(Backend):
         self._current: ConcurrentFuture | None = None
         self._ready = threading.Event()
         self._init_error: BaseException | None = None
+        self._runtime: Runtime | None = None
         self._thread = threading.Thread(
             target=self._run, name=f"{self.thread_name_prefix}-{self.name}", daemon=True
         )
@@ -71,6 +72,8 @@ class ThreadBackend(Backend):
             if cancel_futures:
                 self._cancel_queued()
             self._queue.put(_SHUTDOWN)
+            if self._runtime is not None:
+                self._runtime.request_stop()  # a call in a back-off ends now, with its last failure
         if wait and threading.current_thread() is not self._thread:
             self._await_exit(timeout)  # also when stop() was begun earlier: the deadline holds
 
@@ -126,12 +129,13 @@ class ThreadBackend(Backend):
 
     def _run(self) -> None:
         try:
-            runtime = Runtime(self.cls, self.args, self.kwargs, self.options.unwrap_futures)
+            runtime = Runtime(self.cls, self.args, self.kwargs, CallOptions.of(self.options))
         except BaseException as exc:
             self._init_error = exc
             self._finished = True
             self._ready.set()
             return
+        self._runtime = runtime
         self._ready.set()
         self.args = self.kwargs = None  # the instance owns them now
         get, count, done = self._queue.get, self._count, self._count.pop
