@@ -192,17 +192,74 @@ def check_retry_methods(cls: type, retry_options: Mapping[str, Any] | RetryOptio
 # ``sleep`` returning None (``time.sleep``, ``asyncio.sleep``) means the wait ran out normally.
 
 
-def _exhausted(
-    results: list[Any], rejected: list[str], attempt: int, attempts: int, method_name: str
-) -> Exception:
-    return RetryValidationError(
-        f"{method_name}: retry_until ({', '.join(rejected)}) rejected the result of attempt {attempt} "
-        f"of {attempts}: {reprlib.repr(results[-1])}",
-        results,
-        rejected,
-        attempt,
-        method_name,
+class _Attempts:
+    """What the two attempt loops share: after each attempt, whether to try again, and what to
+    raise when they stop. The loops themselves only call and wait (the one plain, one awaiting),
+    and make it at the first failure: a call that succeeds at once pays for none of it."""
+
+    __slots__ = (
+        "args",
+        "attempt",
+        "failure",
+        "kwargs",
+        "method_name",
+        "policy",
+        "rejected",
+        "results",
+        "start",
     )
+
+    def __init__(self, policy: RetryPolicy, method_name: str, args: tuple, kwargs: dict, start: float):
+        self.policy, self.method_name, self.args, self.kwargs = policy, method_name, args, kwargs
+        self.start = start
+        self.attempt = 1
+        self.results: list[Any] = []
+        self.rejected: list[str] = []
+        self.failure: BaseException | None = None
+
+    def retry_after(self, exc: Exception) -> bool:
+        """The attempt raised ``exc``: try again? (If not, the caller re-raises it as it is.)"""
+        policy = self.policy
+        if self.attempt >= policy.attempts or not policy.retries(
+            exc, self.attempt, time.monotonic() - self.start, self.method_name, self.args, self.kwargs
+        ):
+            return False
+        self.failure = exc
+        return True
+
+    def accepts(self, result: Any) -> bool:
+        """The attempt returned ``result`` (and the policy has validators): is it the answer?
+        Raises once validation has used up every attempt."""
+        policy = self.policy
+        self.rejected = policy.rejected_by(
+            result, self.attempt, time.monotonic() - self.start, self.method_name, self.args, self.kwargs
+        )
+        if not self.rejected:
+            return True
+        self.results.append(result)
+        self.failure = None
+        if self.attempt >= policy.attempts:
+            raise self._exhausted()
+        return False
+
+    def last_failure(self) -> BaseException:
+        """What to raise when the wait before the next attempt was cut short."""
+        return self.failure if self.failure is not None else self._exhausted()
+
+    def next(self) -> None:
+        self.failure = None  # holding it would make a cycle: exception -> traceback -> this frame
+        self.attempt += 1
+
+    def _exhausted(self) -> Exception:
+        results, attempt = self.results, self.attempt
+        return RetryValidationError(
+            f"{self.method_name}: retry_until ({', '.join(self.rejected)}) rejected the result of "
+            f"attempt {attempt} of {self.policy.attempts}: {reprlib.repr(results[-1])}",
+            results,
+            self.rejected,
+            attempt,
+            self.method_name,
+        )
 
 
 def call_with_retries(
@@ -224,42 +281,27 @@ def call_with_retries(
     ``kwargs``; an exception they raise propagates (it is a bug in the check, not a failed attempt).
     """
     start = time.monotonic()
-    validators = policy.validators
-    results: list[Any] = []
-    attempt = 1
+    tries: _Attempts | None = None
     while True:
         try:
             result = fn(*args, **kwargs)
         except Exception as exc:
-            if attempt >= policy.attempts or not policy.retries(
-                exc, attempt, time.monotonic() - start, method_name, args, kwargs
-            ):
+            tries = tries or _Attempts(policy, method_name, args, kwargs, start)
+            if not tries.retry_after(exc):
                 raise
-            failure: BaseException | None = exc
         else:
-            if not validators:
+            if not policy.validators:
                 return result
-            rejected = policy.rejected_by(
-                result, attempt, time.monotonic() - start, method_name, args, kwargs
-            )
-            if not rejected:
+            tries = tries or _Attempts(policy, method_name, args, kwargs, start)
+            if tries.accepts(result):
                 return result
-            results.append(result)
-            if attempt >= policy.attempts:
-                raise _exhausted(results, rejected, attempt, policy.attempts, method_name)
-            failure = None
         # LIMITS: release the units the failed attempt acquired, before the wait (not yet wired:
         # the runtime passes ``on_attempt_failed`` once limits are enforced).
         if on_attempt_failed is not None:
-            on_attempt_failed(attempt)
-        if sleep(policy.delay(attempt)) is False:
-            raise (
-                failure
-                if failure is not None
-                else _exhausted(results, rejected, attempt, policy.attempts, method_name)
-            )
-        failure = None  # holding it would make a cycle: exception -> traceback -> this frame
-        attempt += 1
+            on_attempt_failed(tries.attempt)
+        if sleep(policy.delay(tries.attempt)) is False:
+            raise tries.last_failure()
+        tries.next()
 
 
 async def call_with_retries_async(
@@ -274,38 +316,23 @@ async def call_with_retries_async(
     """``call_with_retries`` for coroutine functions: each attempt awaits ``fn(*args, **kwargs)``
     and the waits await ``sleep`` (``asyncio.sleep``-like), so the loop runs other calls meanwhile."""
     start = time.monotonic()
-    validators = policy.validators
-    results: list[Any] = []
-    attempt = 1
+    tries: _Attempts | None = None
     while True:
         try:
             result = await fn(*args, **kwargs)
         except Exception as exc:
-            if attempt >= policy.attempts or not policy.retries(
-                exc, attempt, time.monotonic() - start, method_name, args, kwargs
-            ):
+            tries = tries or _Attempts(policy, method_name, args, kwargs, start)
+            if not tries.retry_after(exc):
                 raise
-            failure: BaseException | None = exc
         else:
-            if not validators:
+            if not policy.validators:
                 return result
-            rejected = policy.rejected_by(
-                result, attempt, time.monotonic() - start, method_name, args, kwargs
-            )
-            if not rejected:
+            tries = tries or _Attempts(policy, method_name, args, kwargs, start)
+            if tries.accepts(result):
                 return result
-            results.append(result)
-            if attempt >= policy.attempts:
-                raise _exhausted(results, rejected, attempt, policy.attempts, method_name)
-            failure = None
         # LIMITS: release the units the failed attempt acquired, before the wait (see above).
         if on_attempt_failed is not None:
-            on_attempt_failed(attempt)
-        if await sleep(policy.delay(attempt)) is False:
-            raise (
-                failure
-                if failure is not None
-                else _exhausted(results, rejected, attempt, policy.attempts, method_name)
-            )
-        failure = None
-        attempt += 1
+            on_attempt_failed(tries.attempt)
+        if await sleep(policy.delay(tries.attempt)) is False:
+            raise tries.last_failure()
+        tries.next()
