@@ -171,9 +171,15 @@ class PoolStop:
     def stop(self, timeout: float | None, cancel_futures: bool, wait: bool) -> None:
         """Stop the pool. Called from a thread the pool runs user code on (a method, a done
         callback), it never waits for that thread: the stop finishes in the background."""
-        with self._closing_lock:
+        lock = self._closing_lock
+        # At interpreter exit a frozen thread may hold the lock for good; only this thread runs.
+        locked = lock.acquire(timeout=0.5) if sys.is_finalizing() else lock.acquire()
+        try:
             first = not self.closed
             self.closed = True
+        finally:
+            if locked:
+                lock.release()
         here = self.on_own_thread()
         if not first:
             if wait and not here:

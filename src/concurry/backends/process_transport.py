@@ -196,6 +196,10 @@ class Transport(CallQueue):
         try:
             process.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
+            # Killed at a deadline of ours (a stop, interpreter exit): its calls are cancelled,
+            # not failed as a crash, and a pool does not replace it.
+            with self._lock:
+                self._killing = True
             process.kill()
             process.wait()
         self._exit_code = process.returncode
