@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from concurry import RetryValidationError, TaskWorker, task, worker
+from concurry import RetryConfig, RetryValidationError, TaskWorker, global_config, task, temp_config, worker
 
 # (mode, max_workers): single workers in every local mode, and pools of two
 SETUPS = [
@@ -283,3 +283,46 @@ def test_taskworker_and_task_retry_the_submitted_function(m, tmp_path):
         assert fn(str(tmp_path / "d"), 1).result(timeout=30)[0] == 2
     finally:
         fn.stop()
+
+
+def test_global_config_and_temp_config_set_retries_and_accept_retry_config(setup):
+    """Retry options (and RetryConfig) in global_config/temp_config reach workers of every mode;
+    the worker's own option still wins, and a mode section's per-method dict without "*" keeps the
+    defaults' value for the other methods."""
+    m, _ = setup
+    with temp_config(global_retry_config=RetryConfig(num_retries=3, **FAST)):
+        w = _make(setup)
+        try:
+            assert w.fail_then("tc", 2, "ok").result(timeout=30)[0] == "ok"
+        finally:
+            w.stop()
+        w = _make(setup, num_retries=0)  # the worker's option wins over the global layer
+        try:
+            with pytest.raises(ValueError, match="attempt 1"):
+                w.fail_then("own", 2, "ok").result(timeout=30)
+        finally:
+            w.stop()
+    assert global_config.defaults.retry_config.num_retries == 0  # restored on exit
+
+    global_config.defaults.retry_config = RetryConfig(num_retries=2, **FAST)
+    global_config.section(m).num_retries = {"raise_kinds": 0}
+    w = _make(setup)
+    try:
+        with pytest.raises(ValueError, match="attempt 1"):
+            w.raise_kinds("k", ["ValueError"]).result(timeout=30)
+        assert w.fail_then("other", 2, "kept").result(timeout=30)[0] == "kept"
+    finally:
+        w.stop()
+    del global_config.defaults.retry_config
+    assert "num_retries" not in global_config.defaults.model_fields_set
+
+
+def test_bad_retry_config_in_global_config_is_refused_and_changes_nothing():
+    with pytest.raises(TypeError, match=r"retry_config\['num_retries'\] must be a RetryConfig"):
+        global_config.thread.retry_config = {"num_retries": 3}
+    with pytest.raises(TypeError, match="retry_config must be a RetryConfig"):
+        global_config.thread.retry_config = 3
+    bad = temp_config(thread_retry_config=RetryConfig(retry_wait=0.5), thread_num_retries=-1)
+    with pytest.raises(ValueError, match="num_retries"), bad:
+        pass
+    assert global_config.thread.model_fields_set == frozenset()

@@ -19,11 +19,15 @@ from typing import Any, Generic, NamedTuple, TypeVar, overload
 from .constants import ExecutionMode, LoadBalancingAlgorithm, PollingAlgorithm, RetryAlgorithm
 from .options import (
     RAY_OPTIONS,
+    RETRY_OPTIONS,
     SINGLE_WORKER_MODES,
     VALIDATORS,
+    RetryConfig,
     WorkerOptions,
     _check_single_worker_modes,
+    _expand_retry_config,
     _number,
+    layer_per_method,
     resolve_retry,
 )
 
@@ -122,9 +126,13 @@ class Settings:
         # the path init() takes for every setting: plain dict look-ups
         if name in self._fixed:
             return self._fixed[name]
-        if name in self._set:
-            return self._set[name]
         fallback = self._fallback
+        if name in self._set:
+            value = self._set[name]
+            if fallback is not None and type(value) is dict and "*" not in value:
+                # a per-method retry dict naming some methods: the others keep the defaults' value
+                return layer_per_method(value, fallback._set.get(name, self._built_in[name]))
+            return value
         if fallback is not None and name in fallback._set:
             return fallback._set[name]
         return self._built_in[name]
@@ -146,16 +154,28 @@ class Settings:
         self._set[name] = value
 
     def __setattr__(self, name: str, value: Any) -> None:
+        if name == "retry_config":  # sets each retry option the RetryConfig gives, all or none
+            expanded = _expand_retry_config({"retry_config": value})
+            for option, option_value in expanded.items():
+                VALIDATORS[option](f"global_config.{self._name}.{option}", option_value)
+            self._set.update(expanded)
+            return
         if name not in self.SETTINGS:
             raise ValueError(self._unknown(name))
         object.__setattr__(self, name, value)  # the _Setting validates and stores it
 
     def __delattr__(self, name: str) -> None:
+        if name == "retry_config":
+            for option in RETRY_OPTIONS:
+                self._set.pop(option, None)
+            return
         if name not in self.SETTINGS:
             raise AttributeError(self._unknown(name))
         object.__delattr__(self, name)
 
     def __getattr__(self, name: str) -> Any:  # only reached for names that are not settings
+        if name == "retry_config":  # the effective retry options, as one value
+            return RetryConfig(**{option: self._value(option) for option in RETRY_OPTIONS})
         if name.startswith("_"):
             raise AttributeError(name)
         raise AttributeError(self._unknown(name))
@@ -329,14 +349,17 @@ def resolve_options(given: Mapping[str, Any]) -> WorkerOptions:
     )
 
 
-def _split_key(key: str) -> tuple[Settings, str]:
+def _split_key(key: str, value: Any) -> list[tuple[tuple[Settings, str], Any]]:
     for section in (*GlobalConfig.SECTIONS, "global"):
         prefix = section + "_"
         if key.startswith(prefix):
             target = global_config.section("defaults" if section == "global" else section)
             name = key[len(prefix) :]
+            if name == "retry_config":  # the retry options it gives, each set (and restored) alone
+                expanded = _expand_retry_config({"retry_config": value})
+                return [((target, option), v) for option, v in expanded.items()]
             if name in target.SETTINGS:
-                return target, name
+                return [((target, name), value)]
             if name == "mode":
                 raise ValueError(
                     f"unknown temp_config key {key!r}: {target._unknown(name)} (global_mode=...)"
@@ -352,7 +375,7 @@ def _split_key(key: str) -> tuple[Settings, str]:
 def temp_config(**settings: Any) -> Iterator[GlobalConfig]:
     """Change ``global_config`` inside a ``with`` block; on exit every setting it changed is again
     exactly what it was, "not set" included (also on error). An invalid value changes nothing."""
-    targets = [(_split_key(key), value) for key, value in settings.items()]
+    targets = [pair for key, value in settings.items() for pair in _split_key(key, value)]
     saved: list[tuple[Settings, str, bool, Any]] = []
     with global_config._lock:
         try:
