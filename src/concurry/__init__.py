@@ -18,6 +18,7 @@ from .constants import (
 )
 from .errors import RetryValidationError, WorkerCrashedError, WorkerStoppedError
 from .futures import AsyncioFuture, BaseFuture, ConcurrentFuture, SyncFuture, wrap_future
+from .limits import Acquisition, CallLimit, Limit, LimitPool, LimitSet, RateLimit, ResourceLimit
 from .options import RetryConfig
 from .progress import ProgressBar
 from .synch import async_gather, async_wait, gather, wait
@@ -30,15 +31,22 @@ __all__ = [
     "ALL_COMPLETED",
     "FIRST_COMPLETED",
     "FIRST_EXCEPTION",
+    "Acquisition",
     "AsyncioFuture",
     "BaseFuture",
+    "CallLimit",
     "ConcurrentFuture",
     "ExecutionMode",
     "Executor",
+    "Limit",
+    "LimitPool",
+    "LimitSet",
     "LoadBalancingAlgorithm",
     "PollingAlgorithm",
     "ProgressBar",
+    "RateLimit",
     "RateLimitAlgorithm",
+    "ResourceLimit",
     "RetryAlgorithm",
     "RetryConfig",
     "RetryValidationError",

@@ -1,0 +1,207 @@
+"""The store of a set shared by processes: a memory-mapped file, ``flock``, and named pipes.
+
+Everything lives in one private directory (mode 0700, on ``/dev/shm`` where it exists): the
+file ``state`` holds the ledger's floats and is mapped into every process that uses the set; an
+exclusive ``flock`` on it is the cross-process lock (the kernel drops it if its holder dies, so a
+killed worker can never leave the set locked); each waiter owns a FIFO ``w<id>`` it sleeps on
+with ``poll``, and whoever changes the state writes a byte to the FIFO of each registered waiter.
+No server process and no socket. Another process attaches by the directory's path (the store
+pickles as that); the process that made the store removes the directory when the store is
+garbage-collected or the interpreter exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import fcntl
+import itertools
+import mmap
+import os
+import select
+import shutil
+import tempfile
+import threading
+import weakref
+from typing import Any
+
+_STORES: weakref.WeakSet[ProcessStore] = weakref.WeakSet()
+
+
+def _base_dir() -> str | None:
+    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+
+
+def _remove(path: str, owner: int) -> None:
+    if os.getpid() == owner:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class _FlockLock:
+    """The cross-process lock: a thread lock (``flock`` is per open file, not per thread) and
+    then an exclusive ``flock`` on the state file."""
+
+    __slots__ = ("_fd", "_thread_lock")
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._thread_lock = threading.Lock()
+
+    def __enter__(self) -> None:
+        self._thread_lock.acquire()
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._thread_lock.release()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self._thread_lock.release()
+
+
+class _FifoWaiter:
+    """A waiter's FIFO, opened read-write (so it always has a writer and ``poll`` blocks until a
+    byte arrives), drained after each wake-up."""
+
+    __slots__ = ("fd", "id", "path")
+
+    def __init__(self, directory: str, waiter_id: float) -> None:
+        self.id = waiter_id
+        self.path = os.path.join(directory, f"w{int(waiter_id)}")
+        try:
+            os.mkfifo(self.path, 0o600)
+        except FileExistsError:
+            pass
+        self.fd = os.open(self.path, os.O_RDWR | os.O_NONBLOCK)
+
+    def _drain(self) -> None:
+        try:
+            while os.read(self.fd, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def wait(self, timeout: float | None) -> None:
+        poller = select.poll()
+        poller.register(self.fd, select.POLLIN)
+        poller.poll(None if timeout is None else max(0, int(timeout * 1000 + 0.999)))
+        self._drain()
+
+    async def async_wait(self, timeout: float | None) -> None:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+
+        def readable() -> None:
+            if not future.done():
+                future.set_result(None)
+
+        loop.add_reader(self.fd, readable)
+        try:
+            await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            loop.remove_reader(self.fd)
+        self._drain()
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+
+    def __del__(self) -> None:  # a thread's waiter goes with its thread
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class ProcessStore:
+    """State in shared memory, guarded by ``flock``; waiters woken through their FIFOs."""
+
+    shared_across_processes = True
+
+    def __init__(self, size: int, directory: str | None = None) -> None:
+        self.size = size
+        self.owner = directory is None
+        if directory is None:
+            directory = tempfile.mkdtemp(prefix="concurry-limits-", dir=_base_dir())
+            with open(os.path.join(directory, "state"), "wb") as f:
+                f.truncate(size * 8)
+            weakref.finalize(self, _remove, directory, os.getpid())
+        self.directory = directory
+        self._open()
+        _STORES.add(self)
+
+    def _open(self) -> None:
+        self.pid = os.getpid()
+        fd = os.open(os.path.join(self.directory, "state"), os.O_RDWR)
+        self._fd = fd
+        self._map = mmap.mmap(fd, self.size * 8)
+        self.view = memoryview(self._map).cast("d")
+        self.lock = _FlockLock(fd)
+        self._ids = itertools.count(1)
+        self._local = threading.local()
+
+    def _after_fork(self) -> None:
+        # the child shares the parent's open file (and so its flock): open its own
+        self._open()
+
+    def __reduce__(self) -> tuple:
+        return (ProcessStore, (self.size, self.directory))
+
+    def _new_id(self) -> float:
+        return float(self.pid * 1_000_000 + next(self._ids))
+
+    def thread_waiter(self) -> _FifoWaiter:
+        waiter = getattr(self._local, "waiter", None)
+        if waiter is None or waiter.id // 1_000_000 != self.pid:
+            waiter = self._local.waiter = _FifoWaiter(self.directory, self._new_id())
+        return waiter
+
+    def loop_waiter(self) -> Any:
+        return _AsyncFifoWaiter(_FifoWaiter(self.directory, self._new_id()))
+
+    def forget(self, waiter: Any) -> None:
+        if isinstance(waiter, _AsyncFifoWaiter):
+            waiter.fifo.close()
+
+    def wake(self, ids: list[float]) -> None:
+        for waiter_id in ids:
+            path = os.path.join(self.directory, f"w{int(waiter_id)}")
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError as e:  # gone, or nobody reading it any more: nobody to wake
+                if e.errno in (errno.ENOENT, errno.ENXIO):
+                    continue
+                raise
+            try:
+                os.write(fd, b"\0")
+            except (BlockingIOError, BrokenPipeError):
+                pass  # full (it will wake anyway) or its reader just left
+            finally:
+                os.close(fd)
+
+
+class _AsyncFifoWaiter:
+    __slots__ = ("fifo", "id")
+
+    def __init__(self, fifo: _FifoWaiter) -> None:
+        self.fifo = fifo
+        self.id = fifo.id
+
+    async def wait(self, timeout: float | None) -> None:
+        await self.fifo.async_wait(timeout)
+
+
+def _reopen_after_fork() -> None:
+    for store in list(_STORES):
+        store._after_fork()
+
+
+os.register_at_fork(after_in_child=_reopen_after_fork)
