@@ -56,12 +56,18 @@ class TokenBucket:
 
 class LeakyBucket:
     """No bursts: grants leave evenly spaced at the rate, each ``amount`` occupying
-    amount/rate seconds of it. State: the time the next grant may leave."""
+    amount/rate seconds of it. State: the time the next grant may leave.
+
+    A grant that leaves late (a waiter wakes a little after its time) keeps the schedule as long
+    as it is late by less than half a unit's interval: otherwise every wake-up latency would be
+    lost throughput. So two grants are never closer than half an interval, and any span holds
+    at most 1.5 units more than the rate allows."""
 
     size = 1
 
     def __init__(self, capacity: float, window: float) -> None:
         self.interval = window / capacity  # seconds per unit
+        self.slack = self.interval / 2
 
     def init(self, v, o: int, now: float) -> None:
         v[o] = now
@@ -70,7 +76,7 @@ class LeakyBucket:
         return max(0.0, v[o] - now)
 
     def take(self, v, o: int, now: float, amount: float) -> None:
-        v[o] = max(v[o], now) + amount * self.interval
+        v[o] = max(v[o], now - self.slack) + amount * self.interval
 
     def adjust(self, v, o: int, now: float, delta: float, granted_at: float) -> None:
         v[o] = max(v[o] + delta * self.interval, now) if delta < 0 else v[o] + delta * self.interval
