@@ -16,6 +16,7 @@ import asyncio
 import errno
 import fcntl
 import itertools
+import math
 import mmap
 import os
 import select
@@ -26,6 +27,18 @@ import weakref
 from typing import Any
 
 _STORES: weakref.WeakSet[ProcessStore] = weakref.WeakSet()
+# the store of each directory this process has open: a set unpickled again in the same process
+# shares it (one lock, one file descriptor) instead of opening the files once more
+_ATTACHED: weakref.WeakValueDictionary[str, ProcessStore] = weakref.WeakValueDictionary()
+_ID_BITS = 31  # a waiter id is pid << 31 | a counter: unique per machine, exact as a float
+
+
+def attach(size: int, directory: str) -> ProcessStore:
+    """This process's store of ``directory`` (what an unpickled process-shared set uses)."""
+    store = _ATTACHED.get(directory)
+    if store is None or store.size != size:
+        store = ProcessStore(size, directory)
+    return store
 
 
 def _base_dir() -> str | None:
@@ -64,10 +77,11 @@ class _FifoWaiter:
     """A waiter's FIFO, opened read-write (so it always has a writer and ``poll`` blocks until a
     byte arrives), drained after each wake-up."""
 
-    __slots__ = ("fd", "id", "path")
+    __slots__ = ("fd", "id", "path", "pid")
 
     def __init__(self, directory: str, waiter_id: float) -> None:
         self.id = waiter_id
+        self.pid = os.getpid()
         self.path = os.path.join(directory, f"w{int(waiter_id)}")
         try:
             os.mkfifo(self.path, 0o600)
@@ -85,7 +99,8 @@ class _FifoWaiter:
     def wait(self, timeout: float | None) -> None:
         poller = select.poll()
         poller.register(self.fd, select.POLLIN)
-        poller.poll(None if timeout is None else max(0, int(timeout * 1000 + 0.999)))
+        # poll counts whole milliseconds: round up, or a wait under 1 ms would not sleep at all
+        poller.poll(None if timeout is None else max(0, math.ceil(timeout * 1000)))
         self._drain()
 
     async def async_wait(self, timeout: float | None) -> None:
@@ -137,11 +152,13 @@ class ProcessStore:
         self.directory = directory
         self._open()
         _STORES.add(self)
+        _ATTACHED[directory] = self
 
     def _open(self) -> None:
         self.pid = os.getpid()
         fd = os.open(os.path.join(self.directory, "state"), os.O_RDWR)
         self._fd = fd
+        self._close_fd = weakref.finalize(self, os.close, fd)
         self._map = mmap.mmap(fd, self.size * 8)
         self.view = memoryview(self._map).cast("d")
         self.lock = _FlockLock(fd)
@@ -150,17 +167,18 @@ class ProcessStore:
 
     def _after_fork(self) -> None:
         # the child shares the parent's open file (and so its flock): open its own
+        self._close_fd()
         self._open()
 
     def __reduce__(self) -> tuple:
-        return (ProcessStore, (self.size, self.directory))
+        return (attach, (self.size, self.directory))
 
     def _new_id(self) -> float:
-        return float(self.pid * 1_000_000 + next(self._ids))
+        return float((self.pid << _ID_BITS) | (next(self._ids) & ((1 << _ID_BITS) - 1)))
 
     def thread_waiter(self) -> _FifoWaiter:
         waiter = getattr(self._local, "waiter", None)
-        if waiter is None or waiter.id // 1_000_000 != self.pid:
+        if waiter is None or waiter.pid != self.pid:
             waiter = self._local.waiter = _FifoWaiter(self.directory, self._new_id())
         return waiter
 
