@@ -250,12 +250,12 @@ def test_requested_counts_as_used_without_update_and_update_corrects_it(make):
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_update_above_requested_puts_the_limit_in_debt(make, algorithm):
-    ls = make([RateLimit("tokens", 10, 0.5, algorithm)])
+    ls = make([RateLimit("tokens", 10, 0.2, algorithm)])
     with ls.acquire({"tokens": 1}) as acq:
         acq.update(usage={"tokens": 25})  # 15 more than a window holds
     start = time.monotonic()
     late = ls.acquire({"tokens": 1}, timeout=5)
-    assert late.granted_at - start >= 0.5  # the debt is waited out (at least one window)
+    assert late.granted_at - start >= 0.2  # the debt is waited out (at least one window)
 
 
 def test_request_above_capacity_does_not_wait(make):
@@ -606,9 +606,9 @@ def _contend(ls, key, deadline, grants, units=1):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("shared", [False, True], ids=["private", "shared-thread"])
-def test_accuracy_with_8_threads(shared):
-    sets = {a: LimitSet([RateLimit(a, c, w, a)], shared=shared) for a, (c, w) in SPEC.items()}
+def test_accuracy_with_8_threads():
+    # one set per algorithm, all running at once; private and shared-thread sets share their store
+    sets = {a: LimitSet([RateLimit(a, c, w, a)], shared=True) for a, (c, w) in SPEC.items()}
     grants: dict[str, list] = {a: [] for a in SPEC}
     deadline = time.monotonic() + RUN
     threads = [

@@ -16,9 +16,9 @@ import threading
 import time
 
 import pytest
-from limits_checks import check_bound, throughput
 
 from concurry import LimitSet, RateLimit, ResourceLimit
+from limits_checks import check_bound, throughput
 
 SPAWN = mp.get_context("spawn")
 pytestmark = pytest.mark.timeout(60)
@@ -275,9 +275,7 @@ print(ls._store.directory, flush=True)
 
 def test_state_directory_goes_when_the_creating_process_exits():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    out = subprocess.run(
-        [sys.executable, "-c", _SCRIPT], capture_output=True, text=True, timeout=30, env=env
-    )
+    out = subprocess.run([sys.executable, "-c", _SCRIPT], capture_output=True, text=True, timeout=30, env=env)
     directory = out.stdout.strip()
     assert out.returncode == 0 and directory.startswith(os.sep), out.stderr
     assert not os.path.exists(directory)
