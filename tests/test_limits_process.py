@@ -209,6 +209,24 @@ def test_fork_started_child_uses_the_same_limiter():
     assert ls.try_acquire({"db": 1}).successful  # the child's unit came back (the other is held)
 
 
+def test_forked_child_leaves_the_parents_waiters_wakeable():
+    ls = _shared([ResourceLimit("db", 1)])
+    held = ls.acquire()
+    threading.Timer(0.1, held.release).start()
+    ls.acquire(timeout=10).release()  # this thread waited: it has its wake-up FIFO
+    fifos = sorted(os.listdir(ls._store.directory))
+    pid = os.fork()
+    if pid == 0:
+        gc.collect()
+        os._exit(0)
+    assert os.waitpid(pid, 0)[1] == 0
+    # the child dropped its copy of this thread's waiter: the FIFO others write to must remain
+    assert sorted(os.listdir(ls._store.directory)) == fifos
+    held = ls.acquire()
+    threading.Timer(0.1, held.release).start()
+    assert ls.acquire(timeout=10).successful
+
+
 # ---- pickling ----
 
 

@@ -124,6 +124,8 @@ class _FifoWaiter:
         fd, self.fd = self.fd, -1
         if fd >= 0:
             os.close(fd)
+            if self.pid != os.getpid():  # a forked child's copy: the FIFO is still the parent's
+                return
             try:
                 os.unlink(self.path)
             except OSError:
