@@ -408,6 +408,30 @@ def test_large_request_is_not_starved_by_small_ones(make):
     assert sum(1 for t in small_grants if asked < t < big.granted_at) <= 4
 
 
+@pytest.mark.parametrize("algorithm", ["token_bucket", "sliding_window"])
+def test_large_rate_request_is_not_starved_by_small_ones(make, algorithm):
+    ls = make([RateLimit("tokens", 10, 0.1, algorithm)])
+    stop = threading.Event()
+    small_grants = []
+
+    def small():
+        while not stop.is_set():
+            small_grants.append(ls.acquire({"tokens": 1}, timeout=10).granted_at)
+
+    threads = [threading.Thread(target=small) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        _until(lambda: len(small_grants) > 20)
+        asked = time.monotonic()
+        big = ls.acquire({"tokens": 10}, timeout=10)  # the small ones alone would never leave 10
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+    assert sum(1 for t in small_grants if asked < t < big.granted_at) <= 4
+
+
 def test_many_waiters_beyond_the_queue_size_are_all_woken(make):
     ls = make([ResourceLimit("db", 1)])
     held = ls.acquire()
