@@ -404,8 +404,9 @@ def test_large_request_is_not_starved_by_small_ones(make):
         stop.set()
         for t in threads:
             t.join(10)
-    # first come, first served: only the requests already queued went before the big one
-    assert sum(1 for t in small_grants if asked < t < big.granted_at) <= 4
+    # first come, first served: only the requests already queued (4 threads), and those granted
+    # before the big one took its place in the queue, went before it
+    assert sum(1 for t in small_grants if asked < t < big.granted_at) <= 8
 
 
 @pytest.mark.parametrize("algorithm", ["token_bucket", "sliding_window"])
@@ -429,7 +430,7 @@ def test_large_rate_request_is_not_starved_by_small_ones(make, algorithm):
         stop.set()
         for t in threads:
             t.join(10)
-    assert sum(1 for t in small_grants if asked < t < big.granted_at) <= 4
+    assert sum(1 for t in small_grants if asked < t < big.granted_at) <= 8  # as above
 
 
 def test_many_waiters_beyond_the_queue_size_are_all_woken(make):
