@@ -140,6 +140,8 @@ def test_bad_set_arguments():
         ({"tokens": -1}, ValueError, r"requested\['tokens'\] must be >= 0"),
         ({"tokens": 1.5}, TypeError, r"requested\['tokens'\] must be an int"),
         ({"tokens": True}, TypeError, r"requested\['tokens'\] must be an int"),
+        ({"tokens": 1.0, "db": 1}, TypeError, r"requested\['tokens'\] must be an int"),
+        ({"tokens": 1, "db": True}, TypeError, r"requested\['db'\] must be an int"),
         ({"tokens": "1"}, TypeError, r"requested\['tokens'\] must be an int"),
         ({1: 1}, TypeError, "requested keys must be limit keys"),
         (["tokens"], TypeError, "requested must be a dict"),
@@ -150,6 +152,7 @@ def test_bad_set_arguments():
 )
 def test_bad_requests_fail_at_once(make, requested, error, match):
     ls = make([RateLimit("tokens", 10, 1), ResourceLimit("db", 2)])
+    ls.acquire({"tokens": 1, "db": 1}).release()  # a valid request seen before changes nothing
     for call in (ls.acquire, ls.try_acquire, lambda r: asyncio.run(ls.async_acquire(r))):
         with pytest.raises(error, match=match):
             call(requested)

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from concurry import LimitSet, RateLimit, ResourceLimit
+from concurry import LimitPool, LimitSet, RateLimit, ResourceLimit
 from limits_checks import check_bound, throughput
 
 SPAWN = mp.get_context("spawn")
@@ -83,6 +83,12 @@ def _contend_all(sets, go, deadline, out):
     out.put(grants)
 
 
+def _pool_in_child(pool, out):
+    held = [pool.try_acquire() for _ in range(3)]
+    out.put(sorted(str(a.config.get("region")) for a in held if a.successful))
+    time.sleep(60)  # killed by the test, holding the units
+
+
 def _private_in_child(ls, out):
     acq = ls.try_acquire({"tokens": 5})
     out.put((acq.successful, ls.shared))
@@ -142,6 +148,19 @@ def test_accuracy_with_2_processes():
         check_bound(a, capacity, window, grants)
         got, allowed = throughput(a, capacity, window, grants, deadline.value)
         assert 0.97 * allowed <= got <= allowed + 1e-6, (a, got, allowed)
+
+
+def test_limit_pool_of_shared_sets_in_a_child():
+    pool = LimitPool([_shared([ResourceLimit("db", 1)], config={"region": r}) for r in ("eu", "us")])
+    out = SPAWN.Queue()
+    child = SPAWN.Process(target=_pool_in_child, args=(pool, out))
+    child.start()
+    assert out.get(timeout=30) == ["eu", "us"]  # one unit of each set; the third try was refused
+    assert not pool.try_acquire().successful  # the parent sees both taken
+    child.kill()
+    child.join(10)
+    acq = pool.acquire(timeout=10)  # the dead child's units come back
+    assert acq.config["region"] in ("eu", "us")
 
 
 # ---- dead holders and dead waiters ----

@@ -165,8 +165,12 @@ class LimitSet:
         if requested is None:
             return self._default
         try:
-            key = tuple(requested.items())
-            return self._compiled[key]
+            compiled = self._compiled[tuple(requested.items())]
+            for amount in requested.values():  # True and 1.0 equal 1 (and hash alike): refuse them
+                if type(amount) is not int:
+                    break
+            else:
+                return compiled
         except (KeyError, TypeError, AttributeError):
             pass
         compiled = self._check_request(requested)

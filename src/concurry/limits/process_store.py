@@ -6,8 +6,9 @@ exclusive ``flock`` on it is the cross-process lock (the kernel drops it if its 
 killed worker can never leave the set locked); each waiter owns a FIFO ``w<id>`` it sleeps on
 with ``poll``, and whoever changes the state writes a byte to the FIFO of each registered waiter.
 No server process and no socket. Another process attaches by the directory's path (the store
-pickles as that); the process that made the store removes the directory when the store is
-garbage-collected or the interpreter exits.
+pickles as that; a process opens each directory once, however often the set is unpickled in it);
+the process that made the store removes the directory when the store is garbage-collected or the
+interpreter exits, so it must keep its set for as long as other processes use it.
 """
 
 from __future__ import annotations
