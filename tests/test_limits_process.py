@@ -89,6 +89,18 @@ def _pool_in_child(pool, out):
     time.sleep(60)  # killed by the test, holding the units
 
 
+def _outlive_the_set(ls, ready, dropped, out):
+    held = ls.acquire()
+    ready.set()
+    dropped.wait(30)
+    try:
+        ls.acquire(timeout=5)  # must wait, and the set's files are gone
+        out.put("granted")
+    except Exception as e:
+        out.put(f"{type(e).__name__}: {e}")
+    held.release()
+
+
 def _private_in_child(ls, out):
     acq = ls.try_acquire({"tokens": 5})
     out.put((acq.successful, ls.shared))
@@ -322,3 +334,19 @@ def test_state_directory_goes_when_the_creating_process_exits():
     del ls
     gc.collect()
     assert not os.path.exists(directory)  # and when its set is dropped
+
+
+def test_a_set_dropped_by_its_maker_fails_clearly_elsewhere():
+    ls = _shared([ResourceLimit("db", 1)])
+    ready, dropped, out = SPAWN.Event(), SPAWN.Event(), SPAWN.Queue()
+    child = SPAWN.Process(target=_outlive_the_set, args=(ls, ready, dropped, out))
+    child.start()
+    assert ready.wait(30)
+    data = pickle.dumps(ls)
+    del ls
+    gc.collect()
+    dropped.set()
+    assert out.get(timeout=30).startswith("RuntimeError: this LimitSet(shared=True, mode='process') is gone")
+    child.join(10)
+    with pytest.raises(RuntimeError, match="the process that made it dropped it or exited"):
+        pickle.loads(data)

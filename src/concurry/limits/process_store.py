@@ -4,7 +4,8 @@ Everything lives in one private directory (mode 0700, on ``/dev/shm`` where it e
 file ``state`` holds the ledger's floats and is mapped into every process that uses the set; an
 exclusive ``flock`` on it is the cross-process lock (the kernel drops it if its holder dies, so a
 killed worker can never leave the set locked); each waiter owns a FIFO ``w<id>`` it sleeps on
-with ``poll``, and whoever changes the state writes a byte to the FIFO of each registered waiter.
+with ``poll``, and whoever changes the state writes a byte to the FIFO of each waiter first in
+line for its limits.
 No server process and no socket. Another process attaches by the directory's path (the store
 pickles as that; a process opens each directory once, however often the set is unpickled in it);
 the process that made the store removes the directory when the store is garbage-collected or the
@@ -40,6 +41,13 @@ def attach(size: int, directory: str) -> ProcessStore:
     if store is None or store.size != size:
         store = ProcessStore(size, directory)
     return store
+
+
+def _gone() -> RuntimeError:
+    return RuntimeError(
+        "this LimitSet(shared=True, mode='process') is gone: the process that made it dropped it or "
+        "exited (keep the set in that process for as long as other processes use it)"
+    )
 
 
 def _base_dir() -> str | None:
@@ -84,10 +92,13 @@ class _FifoWaiter:
         self.id = waiter_id
         self.pid = os.getpid()
         self.path = os.path.join(directory, f"w{int(waiter_id)}")
+        self.fd = -1
         try:
             os.mkfifo(self.path, 0o600)
         except FileExistsError:
             pass
+        except FileNotFoundError:
+            raise _gone() from None
         self.fd = os.open(self.path, os.O_RDWR | os.O_NONBLOCK)
 
     def _drain(self) -> None:
@@ -159,7 +170,10 @@ class ProcessStore:
 
     def _open(self) -> None:
         self.pid = os.getpid()
-        fd = os.open(os.path.join(self.directory, "state"), os.O_RDWR)
+        try:
+            fd = os.open(os.path.join(self.directory, "state"), os.O_RDWR)
+        except FileNotFoundError:
+            raise _gone() from None
         self._fd = fd
         self._close_fd = weakref.finalize(self, os.close, fd)
         self._map = mmap.mmap(fd, self.size * 8)
