@@ -163,6 +163,14 @@ class Ledger:
             if not v[1]:
                 v[2] = 0.0
 
+    def forget_waiters(self, v, ids: list[float]) -> None:
+        """Take the waiters ``ids`` out of the queue (their process died)."""
+        at = self.waiters_at
+        for s in range(int(v[2])):
+            w = at + s * _WAITER
+            if v[w] and v[w + 3] in ids:
+                self._clear_waiter(v, w)
+
     def waiter_ids(self, v) -> list[float]:
         """The ids of the waiters to wake after a change: those no older waiter holds back (the
         first in line for each of their limits). The others could not be granted anyway; each is

@@ -288,6 +288,17 @@ class LimitSet:
             queued[0] = _GRANTED
             return -now, ledger.waiter_ids(view) if view[1] else []
 
+    def _wake(self, ids: list[float]) -> None:
+        """Wake ``ids`` (after the lock is released). A waiter whose process died cannot be woken
+        (the store tells): it is taken out of the queue and those behind it are woken instead."""
+        store = self._store
+        dead = store.wake(ids)
+        while dead:
+            with store.lock:
+                self._ledger.forget_waiters(store.view, dead)
+                ids = self._ledger.waiter_ids(store.view)
+            dead = store.wake(ids)
+
     def _leave(self, slot: int) -> None:
         if slot < 0:  # never got a place in the queue: nobody waits behind it
             return
@@ -295,7 +306,7 @@ class LimitSet:
         with store.lock:
             self._ledger.unregister(store.view, slot)
             ids = self._ledger.waiter_ids(store.view)
-        store.wake(ids)  # those queued behind this waiter may go now
+        self._wake(ids)  # those queued behind this waiter may go now
 
     def _sleep_for(self, wait: float, deadline: float | None, slot: int) -> float | None:
         if wait == INF:
@@ -318,7 +329,7 @@ class LimitSet:
             while True:
                 wait, ids = self._retry(request, mask, queued, waiter.id)
                 if wait < 0:
-                    store.wake(ids)
+                    self._wake(ids)
                     return -wait
                 waiter.wait(self._sleep_for(wait, deadline, queued[0]))
         finally:
@@ -336,7 +347,7 @@ class LimitSet:
             while True:
                 wait, ids = self._retry(request, mask, queued, waiter.id)
                 if wait < 0:
-                    store.wake(ids)
+                    self._wake(ids)
                     return -wait
                 await waiter.wait(self._sleep_for(wait, deadline, queued[0]))
         finally:
@@ -354,7 +365,7 @@ class LimitSet:
                 self._hold(request, -1.0)
             ids = ledger.waiter_ids(store.view) if store.view[1] else None
         if ids:
-            store.wake(ids)
+            self._wake(ids)
 
     def _adjust(self, deltas: list[tuple[int, float]], granted_at: float) -> None:
         store, ledger = self._store, self._ledger
@@ -364,7 +375,7 @@ class LimitSet:
                 ledger.adjust(store.view, i, delta, granted_at, now)
             ids = ledger.waiter_ids(store.view) if store.view[1] else None
         if ids:
-            store.wake(ids)
+            self._wake(ids)
 
 
 def _rebuild(limits: tuple, shared: bool, mode: str, config: dict, store: Any) -> LimitSet:

@@ -206,13 +206,20 @@ class ProcessStore:
         if isinstance(waiter, _AsyncFifoWaiter):
             waiter.fifo.close()
 
-    def wake(self, ids: list[float]) -> None:
+    def wake(self, ids: list[float]) -> list[float]:
+        """Wake the waiters ``ids``; return those whose FIFO has no reader any more. A live waiter
+        keeps its FIFO open from before it queues until after it leaves, so these are waiters
+        whose process died while queued."""
+        dead: list[float] = []
         for waiter_id in ids:
             path = os.path.join(self.directory, f"w{int(waiter_id)}")
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
-            except OSError as e:  # gone, or nobody reading it any more: nobody to wake
-                if e.errno in (errno.ENOENT, errno.ENXIO):
+            except OSError as e:
+                if e.errno == errno.ENXIO:  # nobody reading it
+                    dead.append(waiter_id)
+                    continue
+                if e.errno == errno.ENOENT:  # gone: the waiter left
                     continue
                 raise
             try:
@@ -221,6 +228,7 @@ class ProcessStore:
                 pass  # full (it will wake anyway) or its reader just left
             finally:
                 os.close(fd)
+        return dead
 
 
 class _AsyncFifoWaiter:
