@@ -56,12 +56,18 @@ class TokenBucket:
 
 class LeakyBucket:
     """No bursts: grants leave evenly spaced at the rate, each ``amount`` occupying
-    amount/rate seconds of it. State: the time the next grant may leave."""
+    amount/rate seconds of it. State: the time the next grant may leave.
+
+    A grant that leaves late (a waiter wakes a little after its time) keeps the schedule as long
+    as it is late by less than half a unit's interval: otherwise every wake-up latency would be
+    lost throughput. So two grants are never closer than half an interval, and any span holds
+    at most 1.5 units more than the rate allows."""
 
     size = 1
 
     def __init__(self, capacity: float, window: float) -> None:
         self.interval = window / capacity  # seconds per unit
+        self.slack = self.interval / 2
 
     def init(self, v, o: int, now: float) -> None:
         v[o] = now
@@ -70,7 +76,7 @@ class LeakyBucket:
         return max(0.0, v[o] - now)
 
     def take(self, v, o: int, now: float, amount: float) -> None:
-        v[o] = max(v[o], now) + amount * self.interval
+        v[o] = max(v[o], now - self.slack) + amount * self.interval
 
     def adjust(self, v, o: int, now: float, delta: float, granted_at: float) -> None:
         v[o] = max(v[o] + delta * self.interval, now) if delta < 0 else v[o] + delta * self.interval
@@ -139,18 +145,28 @@ class FixedWindow:
 
 
 class SlidingWindow:
-    """At most ``capacity`` units in every window of ``window`` seconds, exactly: a ring of
-    (grant time, amount) entries and their sum. When the ring is full, its two oldest entries
-    merge into one at the later time, which only ever counts units for longer than they
-    happened (never fewer). State: head, count, sum, then the ring."""
+    """At most ``capacity`` units in every window of ``window`` seconds: a ring of (grant time,
+    amount) entries and their sum. Up to 511 units of capacity every grant has its own entry
+    (exact). Above that, grant times are rounded up to a step of window/511, and grants of one
+    step share an entry: units then count for at most one step longer than they happened (never
+    fewer), which costs at most 1/511 of the rate. If the ring still fills (fractional usage from
+    ``update``), its two oldest entries merge into one at the later time, again only ever
+    counting units for longer. State: head, count, sum, then the ring."""
 
     _HEADER = 3
+    _MAX_SLOTS = 512
 
     def __init__(self, capacity: float, window: float) -> None:
         self.capacity = capacity
         self.window = window
-        self.slots = max(2, min(int(capacity) + 1, 512))
+        self.slots = max(2, min(int(capacity) + 1, self._MAX_SLOTS))
+        # entries of whole units fit one per grant up to 511 units; above, group them in steps
+        self.step = window / (self._MAX_SLOTS - 1) if capacity + 1 > self._MAX_SLOTS else 0.0
         self.size = self._HEADER + 2 * self.slots
+
+    def _stamp(self, t: float) -> float:
+        """The time an entry for a grant at ``t`` carries (``t`` rounded up to a step)."""
+        return math.ceil(t / self.step) * self.step if self.step else t
 
     def init(self, v, o: int, now: float) -> None:
         for i in range(self.size):
@@ -189,6 +205,13 @@ class SlidingWindow:
     def _append(self, v, o: int, at_time: float, amount: float) -> None:
         head, count = int(v[o]), int(v[o + 1])
         ring, slots = o + self._HEADER, self.slots
+        at_time = self._stamp(at_time)
+        if count:
+            newest = ring + 2 * ((head + count - 1) % slots)
+            if v[newest] >= at_time:  # the same step (or a time an adjust already moved on)
+                v[newest + 1] += amount
+                v[o + 2] += amount
+                return
         if count == slots:  # merge the two oldest into the second (later) one
             second = ring + 2 * ((head + 1) % slots)
             v[second + 1] += v[ring + 2 * head + 1]
@@ -205,9 +228,10 @@ class SlidingWindow:
             return
         head, count = int(v[o]), int(v[o + 1])
         ring, slots = o + self._HEADER, self.slots
+        stamp = self._stamp(granted_at)
         for i in range(count - 1, -1, -1):  # the grant's own entry, if it is still there unmerged
             at = ring + 2 * ((head + i) % slots)
-            if v[at] == granted_at:
+            if v[at] == stamp:
                 refund = min(-delta, v[at + 1])
                 v[at + 1] -= refund
                 v[o + 2] -= refund

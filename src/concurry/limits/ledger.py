@@ -163,10 +163,33 @@ class Ledger:
             if not v[1]:
                 v[2] = 0.0
 
-    def waiter_ids(self, v) -> list[float]:
-        """The ids of every registered waiter (to wake them)."""
+    def forget_waiters(self, v, ids: list[float]) -> None:
+        """Take the waiters ``ids`` out of the queue (their process died)."""
         at = self.waiters_at
-        return [v[at + s * _WAITER + 3] for s in range(int(v[2])) if v[at + s * _WAITER]]
+        for s in range(int(v[2])):
+            w = at + s * _WAITER
+            if v[w] and v[w + 3] in ids:
+                self._clear_waiter(v, w)
+
+    def waiter_ids(self, v) -> list[float]:
+        """The ids of the waiters to wake after a change: those no older waiter holds back (the
+        first in line for each of their limits). The others could not be granted anyway; each is
+        woken when the one ahead of it leaves the queue. Waking only these keeps a release from
+        waking every waiter."""
+        at = self.waiters_at
+        queued = []
+        for s in range(int(v[2])):
+            w = at + s * _WAITER
+            if v[w]:
+                queued.append((v[w], int(v[w + 1]), v[w + 3]))
+        if len(queued) > 1:
+            queued.sort()
+        ids, ahead = [], 0  # ahead: the limits some older waiter needs
+        for _ticket, mask, waiter_id in queued:
+            if not mask & ahead:
+                ids.append(waiter_id)
+            ahead |= mask
+        return ids
 
     # ---- holders (process-shared ledgers): who holds which resource units ----
 

@@ -29,6 +29,10 @@ _HOLDER_SLOTS = 128  # processes that may hold resource units of one process-sha
 # While blocked on a resource, a process-shared waiter also checks this often whether a holder
 # died (a dead process cannot wake anyone); every other wake-up comes from a state change.
 _DEAD_HOLDER_CHECK = 0.5
+# A waiter that found the waiter table full has no place in the queue, so no id to be woken by:
+# it checks back this often (and takes a place as soon as one is free).
+_UNQUEUED_CHECK = 0.02
+_GRANTED = -2  # the slot of a waiter that was granted (and so left the queue)
 _monotonic = time.monotonic
 
 
@@ -161,8 +165,12 @@ class LimitSet:
         if requested is None:
             return self._default
         try:
-            key = tuple(requested.items())
-            return self._compiled[key]
+            compiled = self._compiled[tuple(requested.items())]
+            for amount in requested.values():  # True and 1.0 equal 1 (and hash alike): refuse them
+                if type(amount) is not int:
+                    break
+            else:
+                return compiled
         except (KeyError, TypeError, AttributeError):
             pass
         compiled = self._check_request(requested)
@@ -259,36 +267,52 @@ class LimitSet:
             self._holder, self._holder_pid = ledger.holder_slot(store.view, store.pid), store.pid
         ledger.hold(store.view, self._holder, request, sign)
 
-    def _register(self, waiter: Any, mask: int) -> tuple[int, float]:
-        with self._store.lock:
-            return self._ledger.register(self._store.view, mask, self._store.pid, waiter.id)
-
-    def _retry(self, request: tuple, mask: int, slot: int, ticket: float) -> tuple[float, list[float]]:
-        """One more attempt as a registered waiter: (0.0 and the waiters to wake) when granted."""
+    def _retry(self, request: tuple, mask: int, queued: list, waiter_id: float) -> tuple[float, list[float]]:
+        """One more attempt as a waiter, queued first if it has no place yet (``queued`` is its
+        [slot, ticket], updated here): (-grant time, the waiters to wake) when granted, else the
+        seconds to wait."""
         store, ledger = self._store, self._ledger
         view = store.view
         with store.lock:
+            if queued[0] < 0:  # not queued yet, or the table was full last time: try (again)
+                queued[0], queued[1] = ledger.register(view, mask, store.pid, waiter_id)
             now = _monotonic()
-            wait = ledger.attempt(view, request, mask, ticket, now)
+            wait = ledger.attempt(view, request, mask, queued[1], now)
             if wait == INF and ledger.holder_slots and ledger.reclaim_dead(view):
-                wait = ledger.attempt(view, request, mask, ticket, now)
+                wait = ledger.attempt(view, request, mask, queued[1], now)
             if wait:
                 return wait, []
             if ledger.holder_slots and ledger.resources:
                 self._hold(request, 1.0)
-            ledger.unregister(view, slot)
-            return -now, ledger.waiter_ids(view)  # negative: granted at -value
+            ledger.unregister(view, queued[0])
+            queued[0] = _GRANTED
+            return -now, ledger.waiter_ids(view) if view[1] else []
+
+    def _wake(self, ids: list[float]) -> None:
+        """Wake ``ids`` (after the lock is released). A waiter whose process died cannot be woken
+        (the store tells): it is taken out of the queue and those behind it are woken instead."""
+        store = self._store
+        dead = store.wake(ids)
+        while dead:
+            with store.lock:
+                self._ledger.forget_waiters(store.view, dead)
+                ids = self._ledger.waiter_ids(store.view)
+            dead = store.wake(ids)
 
     def _leave(self, slot: int) -> None:
+        if slot < 0:  # never got a place in the queue: nobody waits behind it
+            return
         store = self._store
         with store.lock:
             self._ledger.unregister(store.view, slot)
             ids = self._ledger.waiter_ids(store.view)
-        store.wake(ids)  # those queued behind this waiter may go now
+        self._wake(ids)  # those queued behind this waiter may go now
 
-    def _sleep_for(self, wait: float, deadline: float | None) -> float | None:
+    def _sleep_for(self, wait: float, deadline: float | None, slot: int) -> float | None:
         if wait == INF:
             wait = _DEAD_HOLDER_CHECK if self._ledger.holder_slots else None  # type: ignore[assignment]
+        if slot < 0:  # no place in the queue, so nobody wakes it: check back soon
+            wait = _UNQUEUED_CHECK if wait is None else min(wait, _UNQUEUED_CHECK)
         if deadline is not None:
             left = deadline - _monotonic()
             if left <= 0:
@@ -300,18 +324,17 @@ class LimitSet:
         store = self._store
         deadline = None if timeout is None else _monotonic() + timeout
         waiter = store.thread_waiter()
-        slot, ticket = self._register(waiter, mask)
+        queued = [-1, 0.0]
         try:
             while True:
-                wait, ids = self._retry(request, mask, slot, ticket)
+                wait, ids = self._retry(request, mask, queued, waiter.id)
                 if wait < 0:
-                    store.wake(ids)
-                    slot = -2  # granted and unregistered
+                    self._wake(ids)
                     return -wait
-                waiter.wait(self._sleep_for(wait, deadline))
+                waiter.wait(self._sleep_for(wait, deadline, queued[0]))
         finally:
-            if slot != -2:
-                self._leave(slot)
+            if queued[0] != _GRANTED:
+                self._leave(queued[0])
             if not store.shared_across_processes:
                 store.forget(waiter)
 
@@ -319,18 +342,17 @@ class LimitSet:
         store = self._store
         deadline = None if timeout is None else _monotonic() + timeout
         waiter = store.loop_waiter()
-        slot, ticket = self._register(waiter, mask)
+        queued = [-1, 0.0]
         try:
             while True:
-                wait, ids = self._retry(request, mask, slot, ticket)
+                wait, ids = self._retry(request, mask, queued, waiter.id)
                 if wait < 0:
-                    store.wake(ids)
-                    slot = -2
+                    self._wake(ids)
                     return -wait
-                await waiter.wait(self._sleep_for(wait, deadline))
+                await waiter.wait(self._sleep_for(wait, deadline, queued[0]))
         finally:
-            if slot != -2:
-                self._leave(slot)
+            if queued[0] != _GRANTED:
+                self._leave(queued[0])
             store.forget(waiter)
 
     # ---- what an acquisition does on release and update ----
@@ -343,7 +365,7 @@ class LimitSet:
                 self._hold(request, -1.0)
             ids = ledger.waiter_ids(store.view) if store.view[1] else None
         if ids:
-            store.wake(ids)
+            self._wake(ids)
 
     def _adjust(self, deltas: list[tuple[int, float]], granted_at: float) -> None:
         store, ledger = self._store, self._ledger
@@ -353,7 +375,7 @@ class LimitSet:
                 ledger.adjust(store.view, i, delta, granted_at, now)
             ids = ledger.waiter_ids(store.view) if store.view[1] else None
         if ids:
-            store.wake(ids)
+            self._wake(ids)
 
 
 def _rebuild(limits: tuple, shared: bool, mode: str, config: dict, store: Any) -> LimitSet:

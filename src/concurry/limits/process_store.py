@@ -4,10 +4,12 @@ Everything lives in one private directory (mode 0700, on ``/dev/shm`` where it e
 file ``state`` holds the ledger's floats and is mapped into every process that uses the set; an
 exclusive ``flock`` on it is the cross-process lock (the kernel drops it if its holder dies, so a
 killed worker can never leave the set locked); each waiter owns a FIFO ``w<id>`` it sleeps on
-with ``poll``, and whoever changes the state writes a byte to the FIFO of each registered waiter.
+with ``poll``, and whoever changes the state writes a byte to the FIFO of each waiter first in
+line for its limits.
 No server process and no socket. Another process attaches by the directory's path (the store
-pickles as that); the process that made the store removes the directory when the store is
-garbage-collected or the interpreter exits.
+pickles as that; a process opens each directory once, however often the set is unpickled in it);
+the process that made the store removes the directory when the store is garbage-collected or the
+interpreter exits, so it must keep its set for as long as other processes use it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio
 import errno
 import fcntl
 import itertools
+import math
 import mmap
 import os
 import select
@@ -26,6 +29,25 @@ import weakref
 from typing import Any
 
 _STORES: weakref.WeakSet[ProcessStore] = weakref.WeakSet()
+# the store of each directory this process has open: a set unpickled again in the same process
+# shares it (one lock, one file descriptor) instead of opening the files once more
+_ATTACHED: weakref.WeakValueDictionary[str, ProcessStore] = weakref.WeakValueDictionary()
+_ID_BITS = 31  # a waiter id is pid << 31 | a counter: unique per machine, exact as a float
+
+
+def attach(size: int, directory: str) -> ProcessStore:
+    """This process's store of ``directory`` (what an unpickled process-shared set uses)."""
+    store = _ATTACHED.get(directory)
+    if store is None or store.size != size:
+        store = ProcessStore(size, directory)
+    return store
+
+
+def _gone() -> RuntimeError:
+    return RuntimeError(
+        "this LimitSet(shared=True, mode='process') is gone: the process that made it dropped it or "
+        "exited (keep the set in that process for as long as other processes use it)"
+    )
 
 
 def _base_dir() -> str | None:
@@ -64,15 +86,19 @@ class _FifoWaiter:
     """A waiter's FIFO, opened read-write (so it always has a writer and ``poll`` blocks until a
     byte arrives), drained after each wake-up."""
 
-    __slots__ = ("fd", "id", "path")
+    __slots__ = ("fd", "id", "path", "pid")
 
     def __init__(self, directory: str, waiter_id: float) -> None:
         self.id = waiter_id
+        self.pid = os.getpid()
         self.path = os.path.join(directory, f"w{int(waiter_id)}")
+        self.fd = -1
         try:
             os.mkfifo(self.path, 0o600)
         except FileExistsError:
             pass
+        except FileNotFoundError:
+            raise _gone() from None
         self.fd = os.open(self.path, os.O_RDWR | os.O_NONBLOCK)
 
     def _drain(self) -> None:
@@ -85,7 +111,8 @@ class _FifoWaiter:
     def wait(self, timeout: float | None) -> None:
         poller = select.poll()
         poller.register(self.fd, select.POLLIN)
-        poller.poll(None if timeout is None else max(0, int(timeout * 1000 + 0.999)))
+        # poll counts whole milliseconds: round up, or a wait under 1 ms would not sleep at all
+        poller.poll(None if timeout is None else max(0, math.ceil(timeout * 1000)))
         self._drain()
 
     async def async_wait(self, timeout: float | None) -> None:
@@ -109,6 +136,8 @@ class _FifoWaiter:
         fd, self.fd = self.fd, -1
         if fd >= 0:
             os.close(fd)
+            if self.pid != os.getpid():  # a forked child's copy: the FIFO is still the parent's
+                return
             try:
                 os.unlink(self.path)
             except OSError:
@@ -137,11 +166,16 @@ class ProcessStore:
         self.directory = directory
         self._open()
         _STORES.add(self)
+        _ATTACHED[directory] = self
 
     def _open(self) -> None:
         self.pid = os.getpid()
-        fd = os.open(os.path.join(self.directory, "state"), os.O_RDWR)
+        try:
+            fd = os.open(os.path.join(self.directory, "state"), os.O_RDWR)
+        except FileNotFoundError:
+            raise _gone() from None
         self._fd = fd
+        self._close_fd = weakref.finalize(self, os.close, fd)
         self._map = mmap.mmap(fd, self.size * 8)
         self.view = memoryview(self._map).cast("d")
         self.lock = _FlockLock(fd)
@@ -150,17 +184,18 @@ class ProcessStore:
 
     def _after_fork(self) -> None:
         # the child shares the parent's open file (and so its flock): open its own
+        self._close_fd()
         self._open()
 
     def __reduce__(self) -> tuple:
-        return (ProcessStore, (self.size, self.directory))
+        return (attach, (self.size, self.directory))
 
     def _new_id(self) -> float:
-        return float(self.pid * 1_000_000 + next(self._ids))
+        return float((self.pid << _ID_BITS) | (next(self._ids) & ((1 << _ID_BITS) - 1)))
 
     def thread_waiter(self) -> _FifoWaiter:
         waiter = getattr(self._local, "waiter", None)
-        if waiter is None or waiter.id // 1_000_000 != self.pid:
+        if waiter is None or waiter.pid != self.pid:
             waiter = self._local.waiter = _FifoWaiter(self.directory, self._new_id())
         return waiter
 
@@ -171,13 +206,20 @@ class ProcessStore:
         if isinstance(waiter, _AsyncFifoWaiter):
             waiter.fifo.close()
 
-    def wake(self, ids: list[float]) -> None:
+    def wake(self, ids: list[float]) -> list[float]:
+        """Wake the waiters ``ids``; return those whose FIFO has no reader any more. A live waiter
+        keeps its FIFO open from before it queues until after it leaves, so these are waiters
+        whose process died while queued."""
+        dead: list[float] = []
         for waiter_id in ids:
             path = os.path.join(self.directory, f"w{int(waiter_id)}")
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
-            except OSError as e:  # gone, or nobody reading it any more: nobody to wake
-                if e.errno in (errno.ENOENT, errno.ENXIO):
+            except OSError as e:
+                if e.errno == errno.ENXIO:  # nobody reading it
+                    dead.append(waiter_id)
+                    continue
+                if e.errno == errno.ENOENT:  # gone: the waiter left
                     continue
                 raise
             try:
@@ -186,6 +228,7 @@ class ProcessStore:
                 pass  # full (it will wake anyway) or its reader just left
             finally:
                 os.close(fd)
+        return dead
 
 
 class _AsyncFifoWaiter:

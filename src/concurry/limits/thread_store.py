@@ -90,10 +90,11 @@ class ThreadStore:
     def forget(self, waiter: Any) -> None:
         self._waiters.pop(waiter.id, None)
 
-    def wake(self, ids: list[float]) -> None:
-        """Wake the waiters ``ids`` (called after the lock is released)."""
+    def wake(self, ids: list[float]) -> list[float]:
+        """Wake the waiters ``ids`` (called after the lock is released); none can be dead."""
         waiters = self._waiters
         for waiter_id in ids:
             waiter = waiters.get(waiter_id)
             if waiter is not None:
                 waiter.wake()
+        return []
