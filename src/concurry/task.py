@@ -21,6 +21,7 @@ from .progress import check_progress, progress_bar
 from .proxy import EXIT_GRACE, WorkerHandle
 from .retry import check_retry_methods
 from .worker import Worker, WorkerBuilder
+from .worker_limits import takes_limits
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -115,6 +116,8 @@ class TaskWorker(Worker):
         def options(cls, **options: Any) -> WorkerBuilder[TaskHandle]: ...
 
     def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        if takes_limits(fn, len(args), kwargs):  # a ``limits`` parameter gets the worker's set
+            kwargs["limits"] = self.limits  # type: ignore[index]
         return fn(*args, **kwargs)
 
 
