@@ -135,7 +135,9 @@ def _retry_until(name: str, value: Any) -> Any:
     return value
 
 
-_LIMITS_ACCEPTED = "a LimitSet, a LimitPool, a list of Limit objects (RateLimit, CallLimit, ResourceLimit) or None"
+_LIMITS_ACCEPTED = (
+    "a LimitSet, a LimitPool, a list of Limit objects (RateLimit, CallLimit, ResourceLimit) or None"
+)
 
 
 def _limits(name: str, value: Any) -> Any:
