@@ -166,7 +166,15 @@ class CallGate:
     takes itself). ``try_take`` is the asyncio fast path; it refuses while a call of this worker
     already waits, so calls are granted in the order they came."""
 
-    __slots__ = ("_acquire", "_async_acquire", "_request", "_try_acquire", "_waiting")
+    __slots__ = (
+        "_acquire",
+        "_async_acquire",
+        "_compiled",
+        "_grant_now",
+        "_request",
+        "_try_acquire",
+        "_waiting",
+    )
 
     def __init__(self, limits: Limits) -> None:
         resources = {limit.key for s in _sets(limits) for limit in s if isinstance(limit, ResourceLimit)}
@@ -176,12 +184,25 @@ class CallGate:
         self._async_acquire = limits.async_acquire
         self._try_acquire = limits.try_acquire
         self._waiting = 0
+        self._grant_now: Callable[..., Any] | None = None
+        if isinstance(limits, LimitSet):
+            # The per-call fast path: a call unit is never given back, so no Acquisition is
+            # needed; the request is compiled once and granted in one hold of the set's lock.
+            self._compiled = limits._compile(self._request)
+            self._grant_now = limits._grant_now
 
     def take(self) -> None:
-        self._acquire(self._request)
+        grant = self._grant_now
+        if grant is None or grant(*self._compiled) is None:
+            self._acquire(self._request)  # wait in line
 
     def try_take(self) -> bool:
-        return not self._waiting and self._try_acquire(self._request).successful
+        if self._waiting:
+            return False
+        grant = self._grant_now
+        if grant is not None:
+            return grant(*self._compiled) is not None
+        return self._try_acquire(self._request).successful
 
     async def take_async(self) -> None:
         self._waiting += 1
