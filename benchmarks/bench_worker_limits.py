@@ -48,11 +48,19 @@ def run() -> list[Row]:
     limited, plain_again = _alternate({"limits": [CallLimit(capacity=10**12, window=1)]}, {})
     return [
         Row(
-            f"limits=[], {CALLS:,} calls then wait all", empty, "no limits option", plain,
-            budget="<= 1.1x (same within noise)", ok=empty <= 1.1 * plain,
+            f"limits=[], {CALLS:,} calls then wait all",
+            empty,
+            "no limits option",
+            plain,
+            budget="<= 1.1x (same within noise)",
+            ok=empty <= 1.1 * plain,
         ),
         Row(
-            f"CallLimit never refusing (+{(limited - plain_again) * 1e6:.2f} us)", limited,
-            "no limits option", plain_again, budget="<= 2 us more", ok=limited - plain_again <= 2e-6,
+            f"CallLimit never refusing (+{(limited - plain_again) * 1e6:.2f} us)",
+            limited,
+            "no limits option",
+            plain_again,
+            budget="<= 2 us more",
+            ok=limited - plain_again <= 2e-6,
         ),
     ]
