@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .constants import ExecutionMode, LoadBalancingAlgorithm, RetryAlgorithm
+from .limits import Limit, LimitPool, LimitSet
 
 MP_CONTEXTS = ("spawn", "forkserver", "fork")
 
@@ -134,11 +135,26 @@ def _retry_until(name: str, value: Any) -> Any:
     return value
 
 
+_LIMITS_ACCEPTED = (
+    "a LimitSet, a LimitPool, a list of Limit objects (RateLimit, CallLimit, ResourceLimit) or None"
+)
+
+
 def _limits(name: str, value: Any) -> Any:
-    # Accepted and stored; not enforced yet.
-    if value is None or isinstance(value, (list, tuple)) or hasattr(value, "acquire"):
+    """A ``LimitSet`` or ``LimitPool`` as it is; a list of limits as a tuple (made into a set at
+    ``init()``, where it is known whether one worker or a whole pool shares it)."""
+    if value is None or isinstance(value, (LimitSet, LimitPool)):
         return value
-    raise TypeError(f"{name} must be a LimitSet, a LimitPool or a list of Limit objects, got {value!r}")
+    if isinstance(value, (list, tuple)):
+        keys: set[str] = set()
+        for item in value:
+            if not isinstance(item, Limit):
+                raise TypeError(f"{name} must be {_LIMITS_ACCEPTED}; the list holds {item!r}")
+            if item.key in keys:
+                raise ValueError(f"{name} has two limits with the key {item.key!r}; give each key once")
+            keys.add(item.key)
+        return tuple(value)
+    raise TypeError(f"{name} must be {_LIMITS_ACCEPTED}, got {value!r}")
 
 
 def _max_queued(name: str, value: Any) -> int | None:
@@ -293,7 +309,8 @@ class WorkerOptions:
     max_queued_tasks: int | None = None
     blocking: bool = False
     unwrap_futures: bool = True
-    limits: Any = None
+    # as given (a list as a tuple) until ``init()``, where ``worker_limits.bind_limits`` makes it a set
+    limits: LimitSet | LimitPool | tuple[Limit, ...] | None = None
     retry: RetryOptions = field(default_factory=RetryOptions)
     mp_context: str = "spawn"
     ray_options: Mapping[str, Any] = field(default_factory=dict)

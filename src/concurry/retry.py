@@ -295,8 +295,8 @@ def call_with_retries(
             tries = tries or _Attempts(policy, method_name, args, kwargs, start)
             if tries.accepts(result):
                 return result
-        # LIMITS: release the units the failed attempt acquired, before the wait (not yet wired:
-        # the runtime passes ``on_attempt_failed`` once limits are enforced).
+        # LIMITS: the units the failed attempt still holds go back before the wait (the runtime
+        # passes ``on_attempt_failed`` when the worker has resource limits).
         if on_attempt_failed is not None:
             on_attempt_failed(tries.attempt)
         if sleep(policy.delay(tries.attempt)) is False:

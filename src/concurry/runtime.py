@@ -2,7 +2,7 @@
 
 A backend builds one ``Runtime`` where the instance lives (caller thread, worker thread, event
 loop thread, child process) and hands it each call; it is the one place a call runs. What
-happens around a call (unwrapping futures, later retries and limits) is described once by a
+happens around a call (unwrapping futures, retries, call limits) is described once by a
 picklable ``CallOptions`` and turned, per method on first use, into a cached ``Plan``, so every
 mode gets the same behaviour by construction. Backends depend on the runtime, never the other
 way round.
@@ -23,6 +23,17 @@ from typing import Any
 from .futures import BaseFuture
 from .options import RetryOptions, WorkerOptions
 from .retry import call_with_retries, call_with_retries_async, policy_for
+from .worker_limits import (
+    AttemptUnits,
+    CallGate,
+    Limits,
+    call_gate,
+    construct_with,
+    for_instance,
+    resource_sets,
+    takes_limits,
+    unbind,
+)
 
 logger = logging.getLogger("concurry")
 
@@ -199,17 +210,21 @@ class CallOptions:
 
     unwrap_futures: bool = True
     retry: RetryOptions = field(default_factory=RetryOptions)
+    # as ``bind_limits`` left it: a private set travels as its definition (each worker copies it
+    # fresh), a process-shared one as a reference to its shared memory
+    limits: Limits | None = None
 
     @classmethod
     def of(cls, options: WorkerOptions) -> CallOptions:
-        return cls(options.unwrap_futures, options.retry)
+        return cls(options.unwrap_futures, options.retry, options.limits)
 
 
-# A method's plan, decided on its first call: ``(fn, unwrap, is_async, retry)`` — the bound
-# method, whether to look for futures among the arguments, whether it is an ``async def``, and its
-# retry policy (None: the call goes straight through). An exact tuple, because unpacking one is
-# the fastest thing Python does with a record, and it happens on every call.
-Plan = tuple[Callable[..., Any], bool, bool, Any]
+# A method's plan, decided on its first call: ``(fn, unwrap, is_async, retry, gate)`` — the bound
+# method, whether to look for futures among the arguments, whether it is an ``async def``, its
+# retry policy (None: the call goes straight through) and the worker's ``CallGate`` (None: no
+# CallLimit, nothing taken per call). An exact tuple, because unpacking one is the fastest thing
+# Python does with a record, and it happens on every call.
+Plan = tuple[Callable[..., Any], bool, bool, Any, "CallGate | None"]
 
 
 class Runtime:
@@ -229,7 +244,12 @@ class Runtime:
         self._runs_functions = bool(getattr(cls, "__concurry_runs_functions__", False))
         if options.unwrap_futures and call_has_futures(args, kwargs):
             args, kwargs = replace_futures((args, kwargs), _blocking_result)
-        self.instance = construct(cls, args, kwargs)
+        # the set the instance sees as ``self.limits``; what a call takes of it, and what a
+        # failed attempt must give back, are decided now, once
+        self.limits = limits = for_instance(options.limits)
+        self._gate = call_gate(limits) if options.limits is not None else None
+        self._held_sets = resource_sets(limits) if options.limits is not None else None
+        self.instance = construct_with(limits, lambda: construct(cls, args, kwargs))
 
     def plan(self, name: str) -> Plan:
         """The cached plan for method ``name`` (an unknown name raises ``AttributeError``)."""
@@ -238,25 +258,28 @@ class Runtime:
         except KeyError:
             fn = getattr(self.instance, name)
             retry = policy_for(self.options.retry, name)
-            plan = (fn, self.options.unwrap_futures, inspect.iscoroutinefunction(fn), retry)
+            plan = (fn, self.options.unwrap_futures, inspect.iscoroutinefunction(fn), retry, self._gate)
             self._plans[name] = plan
             return plan
 
     def invoke(self, name: str, args: tuple, kwargs: dict) -> Any:
         """Run one call to completion in this thread and return its result (or raise)."""
         try:
-            fn, unwrap, is_async, retry = self._plans[name]
+            fn, unwrap, is_async, retry, gate = self._plans[name]
         except KeyError:
-            fn, unwrap, is_async, retry = self.plan(name)
+            fn, unwrap, is_async, retry, gate = self.plan(name)
         if unwrap and (args or kwargs) and call_has_futures(args, kwargs):
             args, kwargs = replace_futures((args, kwargs), _blocking_result)
         if retry is not None:
-            fn, name, is_async, args = self._target(fn, name, is_async, args)
+            fn, name, is_async, args, kwargs = self._target(fn, name, is_async, args, kwargs)
+            if gate is not None:
+                fn = gate.before(fn, is_async)  # every attempt runs the method: each takes a unit
             if is_async:
-                coro = call_with_retries_async(fn, args, kwargs, retry, name, self._sleep_async)
-                return self.run_coroutine(coro)
-            result = call_with_retries(fn, args, kwargs, retry, name, self._sleep)
+                return self.run_coroutine(self._retried_async(fn, args, kwargs, retry, name))
+            result = self._retried(fn, args, kwargs, retry, name)
         else:
+            if gate is not None:
+                gate.take()
             result = fn(*args, **kwargs)
         if inspect.iscoroutine(result):
             result = self.run_coroutine(result)
@@ -267,47 +290,100 @@ class Runtime:
         or a coroutine for the loop to run as a task (an ``async def`` method, or a call whose
         argument futures are awaited first, never blocked on)."""
         try:
-            fn, unwrap, is_async, retry = self._plans[name]
+            fn, unwrap, is_async, retry, gate = self._plans[name]
         except KeyError:
-            fn, unwrap, is_async, retry = self.plan(name)
+            fn, unwrap, is_async, retry, gate = self.plan(name)
         if unwrap and (args or kwargs) and call_has_futures(args, kwargs):
-            return self._unwrap_then_call(fn, name, is_async, retry, args, kwargs)
+            return self._unwrap_then_call(fn, name, is_async, retry, gate, args, kwargs)
         if retry is not None:
-            return self._retried_on_loop(fn, name, is_async, retry, args, kwargs)
+            return self._retried_on_loop(fn, name, is_async, retry, gate, args, kwargs)
+        if gate is not None and not gate.try_take():
+            return self._call_when_granted(fn, gate, args, kwargs)  # waits without blocking the loop
         return fn(*args, **kwargs)
 
     async def _unwrap_then_call(
-        self, fn: Callable[..., Any], name: str, is_async: bool, retry: Any, args: tuple, kwargs: dict
+        self,
+        fn: Callable[..., Any],
+        name: str,
+        is_async: bool,
+        retry: Any,
+        gate: CallGate | None,
+        args: tuple,
+        kwargs: dict,
     ) -> Any:
         found = collect_futures((args, kwargs), [])
         awaitables = [f if isinstance(f, BaseFuture) else asyncio.wrap_future(f) for f in found]
         values = {id(f): await a for f, a in zip(found, awaitables, strict=True)}
         args, kwargs = replace_futures((args, kwargs), lambda f: values[id(f)])
         if retry is not None:
-            return await self._retried_on_loop(fn, name, is_async, retry, args, kwargs)
+            return await self._retried_on_loop(fn, name, is_async, retry, gate, args, kwargs)
+        if gate is not None:
+            return await self._call_when_granted(fn, gate, args, kwargs)
+        result = fn(*args, **kwargs)
+        if inspect.iscoroutine(result):
+            result = await result
+        return result
+
+    async def _call_when_granted(
+        self, fn: Callable[..., Any], gate: CallGate, args: tuple, kwargs: dict
+    ) -> Any:
+        await gate.take_async()
         result = fn(*args, **kwargs)
         if inspect.iscoroutine(result):
             result = await result
         return result
 
     async def _retried_on_loop(
-        self, fn: Callable[..., Any], name: str, is_async: bool, retry: Any, args: tuple, kwargs: dict
+        self,
+        fn: Callable[..., Any],
+        name: str,
+        is_async: bool,
+        retry: Any,
+        gate: CallGate | None,
+        args: tuple,
+        kwargs: dict,
     ) -> Any:
         """A retried call in asyncio mode is a task: its back-offs await, so other calls run
         meanwhile (a plain ``def`` method's attempts still run on the loop thread, one at a time)."""
-        fn, name, is_async, args = self._target(fn, name, is_async, args)
+        fn, name, is_async, args, kwargs = self._target(fn, name, is_async, args, kwargs)
         if not is_async:
             fn = _as_coroutine_function(fn)
-        return await call_with_retries_async(fn, args, kwargs, retry, name, self._sleep_async)
+        if gate is not None:
+            fn = gate.before(fn, True)
+        return await self._retried_async(fn, args, kwargs, retry, name)
 
-    def _target(self, fn: Callable[..., Any], name: str, is_async: bool, args: tuple) -> tuple:
+    def _retried(self, fn: Callable[..., Any], args: tuple, kwargs: dict, retry: Any, name: str) -> Any:
+        """The attempt loop; with resource limits, what a failed attempt still holds of them is
+        returned before its back-off (tracked only during retried calls, in this thread)."""
+        sets = self._held_sets
+        if sets is None:
+            return call_with_retries(fn, args, kwargs, retry, name, self._sleep)
+        with AttemptUnits(sets) as units:
+            return call_with_retries(fn, args, kwargs, retry, name, self._sleep, units.release)
+
+    async def _retried_async(
+        self, fn: Callable[..., Any], args: tuple, kwargs: dict, retry: Any, name: str
+    ) -> Any:
+        """``_retried`` for coroutine functions (the units are tracked in this task's context)."""
+        sets = self._held_sets
+        if sets is None:
+            return await call_with_retries_async(fn, args, kwargs, retry, name, self._sleep_async)
+        with AttemptUnits(sets) as units:
+            return await call_with_retries_async(
+                fn, args, kwargs, retry, name, self._sleep_async, units.release
+            )
+
+    def _target(self, fn: Callable[..., Any], name: str, is_async: bool, args: tuple, kwargs: dict) -> tuple:
         """What the attempts call: the method, or for a TaskWorker's ``submit`` the function
-        submitted (so an ``async def`` function is retried too, under its own name)."""
+        submitted (so an ``async def`` function is retried too, under its own name, and gets
+        ``limits=`` as ``submit`` would give it)."""
         if self._runs_functions and name == "submit" and args:
             fn, args = args[0], args[1:]
             name = getattr(fn, "__name__", None) or name
             is_async = inspect.iscoroutinefunction(fn)
-        return fn, name, is_async, args
+            if takes_limits(fn, len(args), kwargs):
+                kwargs = {**kwargs, "limits": self.limits}
+        return fn, name, is_async, args, kwargs
 
     # ---- back-off waits: cut short by ``request_stop`` ----
 
@@ -396,6 +472,7 @@ class Runtime:
                 except Exception:
                     logger.exception("the worker's own stop() raised")
         finally:
+            unbind(self.instance)
             # a sync-mode worker stopped from another thread may still be running a call on
             # its loop (ending after a cut-short back-off): that loop is left to be collected
             if self._loop is not None and not self._loop.is_running():

@@ -21,6 +21,7 @@ from .progress import check_progress, progress_bar
 from .proxy import EXIT_GRACE, WorkerHandle
 from .retry import check_retry_methods
 from .worker import Worker, WorkerBuilder
+from .worker_limits import takes_limits
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -102,7 +103,8 @@ def _result(future: BaseFuture[R], seconds: float | None, timeout: float | None,
 
 
 class TaskWorker(Worker):
-    """A worker that runs whatever function it is given: ``tw.submit(fn, *args, **kwargs)``."""
+    """A worker that runs whatever function it is given: ``tw.submit(fn, *args, **kwargs)``.
+    A function with a parameter named ``limits`` that the call leaves unfilled gets the worker's set."""
 
     __concurry_handle_mixin__ = TaskHandleMixin
     __concurry_runs_functions__ = True  # errors name submit's function, not submit
@@ -115,6 +117,8 @@ class TaskWorker(Worker):
         def options(cls, **options: Any) -> WorkerBuilder[TaskHandle]: ...
 
     def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        if takes_limits(fn, len(args), kwargs):  # a ``limits`` parameter gets the worker's set
+            kwargs["limits"] = self.limits  # type: ignore[index]
         return fn(*args, **kwargs)
 
 
@@ -240,7 +244,10 @@ def task(fn: None = None, /, **options: Any) -> Callable[[Callable[P, R]], TaskF
 
 
 def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
-    """Make a function concurrent: ``@task`` or ``@task(mode="process", max_workers=4)``."""
+    """Make a function concurrent: ``@task`` or ``@task(mode="process", max_workers=4)``.
+
+    A function with a parameter named ``limits`` gets the task's ``LimitSet`` in it (from
+    ``limits=``; an empty set that always grants without it), unless the call passes one."""
     validated = validate_options(options)
     check_retry_methods(TaskWorker, validated)  # now, not at the first call
     if fn is not None:

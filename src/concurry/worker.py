@@ -17,6 +17,7 @@ from .config import resolve_options
 from .options import validate_options
 from .retry import check_retry_methods
 from .validation import check_init_args
+from .worker_limits import LIMITS_ATTRIBUTE, LimitsAttribute, bind_limits
 
 if TYPE_CHECKING:
     from .proxy import WorkerHandle
@@ -75,7 +76,7 @@ class WorkerMeta(type):
         """A builder with these options over the class defaults; the class is left unchanged.
 
         Options are validated now (unknown names, wrong types and out-of-range values raise
-        ``ValueError``/``TypeError``); limits and retry options are stored, not enforced yet.
+        ``ValueError``/``TypeError``).
         """
         return _options(cls, options)
 
@@ -97,6 +98,9 @@ class Worker:
     """
 
     __concurry_options__: ClassVar[dict[str, Any]] = {}
+    #: Inside the worker: its ``LimitSet`` (or ``LimitPool``), already in ``__init__``; an empty
+    #: set that always grants when it was given no ``limits``.
+    limits: ClassVar[LimitsAttribute] = LIMITS_ATTRIBUTE
 
     def __new__(cls, *args: Any, **kwargs: Any) -> WorkerHandle:  # (a real instance only inside the worker)
         if getattr(_building, "cls", None) is cls:
@@ -140,9 +144,9 @@ class WorkerBuilder(Generic[H]):
         return WorkerBuilder(self._cls, _merge(self._options, options, self._cls))
 
     def init(self, *args: Any, **kwargs: Any) -> H:
-        """Create the worker (or pool). Limits and retry options are validated and stored now;
-        they take effect once the limits and retries features land."""
-        options = resolve_options(self._options)
+        """Create the worker (or pool). A list of ``limits`` becomes the worker's own set, or one
+        set shared by a pool's workers; a shared set that cannot reach this mode is refused here."""
+        options = bind_limits(resolve_options(self._options))
         args, kwargs = check_init_args(self._cls, args, kwargs)
         if options.is_pool:
             from .pool import create_pool
@@ -210,7 +214,11 @@ def _make_worker_class(cls: type, options: dict[str, Any]) -> type:
         "__doc__": cls.__doc__,
         "__concurry_options__": options,
     }
-    return _worker_metaclass(type(cls))(cls.__name__, (cls,), namespace)
+    made = _worker_metaclass(type(cls))(cls.__name__, (cls,), namespace)
+    if not hasattr(cls, "limits"):  # the class's own ``limits`` (attribute, property, slot) wins
+        # set after the class is made: a model class (pydantic) would take it for a field
+        made.limits = LIMITS_ATTRIBUTE
+    return made
 
 
 @overload
@@ -222,9 +230,8 @@ def worker(cls: None = None, /, **options: Any) -> Callable[[type[Any]], type[Wo
 def worker(cls: type | None = None, /, **options: Any) -> Any:
     """Make a class a worker: ``@worker`` or ``@worker(mode="thread", ...)``; options become defaults.
 
-    Every worker option is validated here. ``limits`` and the retry options
-    (``num_retries``, ``retry_on``, ...) are accepted and stored; they are enforced once the
-    limits and retries features land.
+    Every worker option is validated here. Inside the worker, ``self.limits`` is its
+    ``LimitSet`` (``limits=``; an empty set that always grants without it).
     """
     validated = validate_options(options)
     if cls is not None:

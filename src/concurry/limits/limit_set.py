@@ -13,6 +13,7 @@ import logging
 import math
 import time
 from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 from ..constants import ExecutionMode
@@ -34,6 +35,10 @@ _DEAD_HOLDER_CHECK = 0.5
 _UNQUEUED_CHECK = 0.02
 _GRANTED = -2  # the slot of a waiter that was granted (and so left the queue)
 _monotonic = time.monotonic
+# While a worker's retried call runs, the acquisitions holding resource units made in its thread
+# or task are appended here (the runtime sets the list), so the units a failed attempt still
+# holds can be given back before the back-off.
+held_in_attempt: ContextVar[list | None] = ContextVar("concurry_held_in_attempt", default=None)
 
 
 def _mode(value: Any) -> str:
@@ -195,7 +200,8 @@ class LimitSet:
                 raise ValueError(f"requested[{key!r}] must be >= 0, got {amount}")
             i = self._index.get(key)
             if i is None:
-                self._log_unknown(key)
+                if amount:  # 0 of a key it lacks asks nothing (a worker's call unit over a LimitPool)
+                    self._log_unknown(key)
                 continue
             if amount > self.limits[i].capacity:
                 raise ValueError(
@@ -411,6 +417,10 @@ class Acquisition:
         self.granted_at = granted_at
         self.successful = successful
         self.released = not successful
+        if self._holds and successful:
+            held = held_in_attempt.get()
+            if held is not None:
+                held.append(self)
 
     @property
     def config(self) -> dict[str, Any]:
