@@ -24,5 +24,9 @@ def test_the_tour_runs_every_available_mode_quickly():
             assert "not available" in out or "skipped" in out
     assert "pool" in out and "40/40" in out, "the pool's progress bar reached the end"
     assert "ran on 4 workers" in out
+    # the limits section: the pool shared 2 connections, and the rate made some calls wait
+    limits_line = next(line for line in out.splitlines() if line.startswith("30 calls:"))
+    assert "at most 2 ran at once" in limits_line
+    assert int(limits_line.split(", ")[-1].split()[0]) >= 5  # 30 calls, a burst of 20 at 20/s
     assert "concurrent.futures ThreadPool(1)" in out and "us/call" in out
     assert "Tour finished in" in out

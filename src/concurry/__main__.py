@@ -2,7 +2,8 @@
 
 1. The same worker class running in every available mode.
 2. A pool spreading calls over its workers, with a live progress bar.
-3. A table of per-call overhead measured here, next to ``concurrent.futures``.
+3. Shared limits: a pool whose workers share a few "connections" and a request rate.
+4. A table of per-call overhead measured here, next to ``concurrent.futures``.
 
 Modes are detected at run time, so the tour grows as backends land. It finishes in seconds.
 """
@@ -19,12 +20,15 @@ import time
 from typing import Any
 
 import concurry
-from concurry import ExecutionMode, gather, worker
+from concurry import ExecutionMode, RateLimit, ResourceLimit, gather, worker
 
 BATCH_CALLS = 2_000
 ROUND_TRIPS = 200
 POOL_SIZE = 4
 POOL_CALLS = 40
+LIMIT_CALLS = 30
+LIMIT_RATE = 20  # requests per second: a burst of 20, then 20 per second
+LIMIT_CONNECTIONS = 2
 
 
 @worker
@@ -51,6 +55,18 @@ class Greeter:
 
 
 _PARENT = os.getpid()
+
+
+@worker
+class Client:
+    """The tour's limited worker: each call holds a connection and spends one request."""
+
+    def query(self, i: int) -> tuple[float, float]:
+        # a ResourceLimit not named in ``requested`` is taken with 1 unit: one connection
+        with self.limits.acquire(requested={"requests": 1}):
+            start = time.monotonic()
+            time.sleep(0.01)  # pretend to wait for a server
+            return start, time.monotonic()
 
 
 def _noop() -> None:
@@ -105,6 +121,29 @@ def tour_pool(modes: dict[str, str | None]) -> None:
     )
 
 
+def tour_limits(modes: dict[str, str | None]) -> None:
+    section(
+        f"3. Shared limits: {POOL_SIZE} workers, {LIMIT_CONNECTIONS} connections, "
+        f"{LIMIT_RATE} requests/s"
+    )
+    limits = [RateLimit("requests", LIMIT_RATE, 1.0), ResourceLimit("connections", LIMIT_CONNECTIONS)]
+    start = time.monotonic()
+    with Client.options(mode="thread", max_workers=POOL_SIZE, limits=limits).init() as pool:
+        spans = gather([pool.query(i) for i in range(LIMIT_CALLS)], timeout=60)
+    edges = sorted([(t0, 1) for t0, _ in spans] + [(t1, -1) for _, t1 in spans], key=lambda e: (e[0], e[1]))
+    busy = peak = 0
+    for _, step in edges:
+        busy += step
+        peak = max(peak, busy)
+    late = sum(1 for t0, _ in spans if t0 - start >= 0.25)
+    print(
+        f"{LIMIT_CALLS} calls: at most {peak} ran at once (the connections); "
+        f"{LIMIT_CALLS - late} started in the first 0.25 s (the burst of {LIMIT_RATE} requests), "
+        f"{late} waited for the rate to refill",
+        flush=True,
+    )
+
+
 def _batch(submit: Any, n: int) -> float:
     start = time.perf_counter()
     futures = [submit() for _ in range(n)]
@@ -125,7 +164,7 @@ def measure(submit: Any, calls: int) -> tuple[float, float]:
 
 
 def tour_overhead(modes: dict[str, str | None]) -> None:
-    section("3. Per-call overhead on this machine")
+    section("4. Per-call overhead on this machine")
     print(f"| {'what':<34} | {f'{BATCH_CALLS:,} calls, then wait':>24} | {'one call, then wait':>21} |")
     print(f"|{'-' * 36}|{'-' * 25}:|{'-' * 22}:|", flush=True)
 
@@ -151,8 +190,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m concurry",
         description=(
             "A short tour of concurry on this machine: the same worker class in every available "
-            "mode, a pool of thread workers with a progress bar, and the per-call overhead "
-            "measured here next to concurrent.futures. Takes a few seconds; takes no arguments."
+            "mode, a pool of thread workers with a progress bar, a pool sharing limits, and the "
+            "per-call overhead measured here next to concurrent.futures. Takes a few seconds; takes "
+            "no arguments."
         ),
     )
     return parser.parse_args(argv)
@@ -169,6 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     modes = available_modes()
     tour_modes(modes)
     tour_pool(modes)
+    tour_limits(modes)
     tour_overhead(modes)
     print(f"\nTour finished in {time.perf_counter() - start:.1f} s.", flush=True)
 
