@@ -90,3 +90,25 @@ def wait_until(predicate, timeout: float = 5.0, interval: float = 0.01) -> bool:
         time.sleep(interval)
     gc.collect()
     return predicate()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory):
+    """One local Ray for the whole session, sized for the 2-core machine, bound to 127.0.0.1,
+    in its own temp dir (so a killed run leaves nothing the next one would try to join).
+    Yields the cluster's address, for scripts run by ``subprocess`` to join (``RAY_ADDRESS``)."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before Ray starts: loopback only
+    ray = pytest.importorskip("ray")
+    ray.init(
+        address="local",
+        num_cpus=2,
+        resources={"concurry_test": 4},  # a custom resource, for the resources= pass-through
+        object_store_memory=200_000_000,
+        include_dashboard=False,
+        _temp_dir=str(tmp_path_factory.mktemp("ray")),
+        log_to_driver=False,
+    )
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()

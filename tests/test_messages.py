@@ -185,7 +185,7 @@ def test_collection_errors_use_the_right_article():
 def user_facing_errors() -> list[str]:
     """Messages of the errors a user is most likely to meet."""
     attempts = [
-        lambda: Counter.options(mode="ray").init(),
+        lambda: Counter.options(mode="ray", num_cpu=2),
         lambda: Counter.options(mode="sync", max_workers=2),
         lambda: Counter.options(mode="asyncio", on_demand=True),
         lambda: Counter.options(max_workers=0, on_demand=False),

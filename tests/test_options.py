@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -276,8 +277,9 @@ def test_calling_after_stop(mode):
         w.total()
 
 
-def test_ray_mode_is_a_clear_error_until_it_exists():
-    with pytest.raises(ValueError, match=r"mode='ray' is not available in this version.*mode='process'"):
+def test_ray_mode_without_ray_installed_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # ``import ray`` now fails, as without Ray
+    with pytest.raises(ImportError, match=r"pip install 'concurry\[ray\]'"):
         PlainWorker.options(mode="ray").init(1)
 
 

@@ -27,6 +27,20 @@ from .worker import Worker, worker
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    """``concurry.RayFuture``, imported on first use so that ``import concurry`` never imports Ray."""
+    if name == "RayFuture":
+        try:
+            from .backends.ray_future import RayFuture
+        except ImportError as exc:
+            raise AttributeError(
+                f"concurry.RayFuture needs Ray, which cannot be imported ({exc}): pip install 'concurry[ray]'"
+            ) from None
+        return RayFuture
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "ALL_COMPLETED",
     "FIRST_COMPLETED",

@@ -179,6 +179,10 @@ class SyncFuture(ConcurrentFuture[T]):
         self._waiters = []
         self._done_callbacks = []
 
+    def __reduce__(self) -> Any:
+        # A resolved future can travel (a ray worker's method returning a nested worker's future)
+        return (SyncFuture, (self._result, self._exception))
+
 
 class _ChainedFuture(ConcurrentFuture[T]):
     """A ``ConcurrentFuture`` mirroring a foreign ``concurrent.futures.Future``."""
@@ -346,7 +350,7 @@ def wrap_future(value: Any) -> BaseFuture[Any]:
     """Turn a future (``concurrent.futures``, ``asyncio``) or a plain value into a ``BaseFuture``.
 
     A ``BaseFuture`` is returned unchanged; a plain value becomes a resolved ``SyncFuture``.
-    A Ray ``ObjectRef`` raises ``TypeError`` until Ray mode exists (it is not a plain value).
+    A Ray ``ObjectRef`` becomes a ``RayFuture``.
     """
     if isinstance(value, BaseFuture):
         return value
@@ -354,18 +358,24 @@ def wrap_future(value: Any) -> BaseFuture[Any]:
         return _ChainedFuture(value)
     if isinstance(value, asyncio.Future):
         return AsyncioFuture(value)
-    if _is_ray_object_ref(value):
-        raise TypeError(
-            "wrap_future: cannot wrap a Ray ObjectRef (Ray futures are not supported yet); it accepts "
-            "a concurry future, a concurrent.futures.Future, an asyncio.Future or task, or a plain "
-            "value (which becomes an already-resolved future)"
-        )
+    if _object_ref_wrapper is not None and _is_ray_object_ref(value):
+        return _object_ref_wrapper(value)
     return SyncFuture(result=value)
 
 
 def _is_ray_object_ref(value: Any) -> bool:
     cls = type(value)
     return cls.__name__ == "ObjectRef" and cls.__module__.split(".")[0] == "ray"
+
+
+# How ``wrap_future`` makes a ``RayFuture`` of an ``ObjectRef``: registered by ``backends`` (which
+# knows where ray mode lives), so this module never imports the backends.
+_object_ref_wrapper: Callable[[Any], BaseFuture[Any]] | None = None
+
+
+def register_object_ref_wrapper(wrapper: Callable[[Any], BaseFuture[Any]]) -> None:
+    global _object_ref_wrapper
+    _object_ref_wrapper = wrapper
 
 
 def remaining(deadline: float | None) -> float | None:

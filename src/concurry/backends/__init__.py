@@ -3,7 +3,10 @@ back, notices death, and stops. Everything else lives in the runtime or the disp
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..constants import ExecutionMode
+from ..futures import BaseFuture, register_object_ref_wrapper
 from .base import Backend
 
 
@@ -26,11 +29,26 @@ def backend_class(mode: ExecutionMode) -> type[Backend]:
 
         return ProcessBackend
     if mode is ExecutionMode.RAY:
-        raise ValueError(
-            "mode='ray' is not available in this version of concurry: the Ray backend "
-            "has not been built yet; use mode='process' or mode='thread'"
-        )
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise ImportError(
+                "mode='ray' needs Ray, which is not installed: pip install 'concurry[ray]' "
+                "(or pip install 'ray>=2.9')"
+            ) from None
+        from .ray import RayBackend
+
+        return RayBackend
     raise ValueError(f"no backend for mode {mode!r}")
 
+
+def _wrap_object_ref(ref: Any) -> BaseFuture[Any]:
+    """``wrap_future(object_ref)``: a ``RayFuture`` (Ray is imported only now, when one is met)."""
+    from .ray_future import RayFuture
+
+    return RayFuture.of(ref)
+
+
+register_object_ref_wrapper(_wrap_object_ref)
 
 __all__ = ["Backend", "backend_class"]

@@ -1,0 +1,376 @@
+"""``ray`` mode: one Ray actor per worker, each call one actor task.
+
+Starting: the class and its arguments travel as for a process worker (``class_transport``: by
+reference when importable, by value from ``__main__``) to a ``ray_actor.RayActor``, which builds
+the ``Runtime`` there; the actor options (``num_cpus``, ``resources``, ``runtime_env``, ...) are
+the worker's Ray options, passed to Ray untouched (Ray's defaults otherwise: an actor needs one
+CPU to be placed and none while it runs, so a pool of many fits on a small machine). Ray is
+started (or joined, ``RAY_ADDRESS``) as on Ray's own first use, unless the user called
+``ray.init``.
+
+Calling: ``actor.call.remote(name, args, kwargs)``; the ``RayFuture`` is completed by Ray's
+callback. A ``RayFuture`` among the arguments travels as its ``ObjectRef``: at top level Ray
+resolves it before the call starts; nested in a container it travels as a future over the same
+ref, which the actor's runtime unwraps (``ray.get`` there). Data never passes through the caller.
+A call whose arguments hold pending *local* futures waits here, with every later call (actor
+order), until they resolve. A pool's own future given to ``submit`` remembers its ref, so it
+can be handed over as well.
+
+Dying: a call failing with ``RayActorError`` means the actor died: every unfinished call fails
+with ``WorkerCrashedError`` (Ray fails them all), later calls raise it, a pool is told.
+
+Stopping: calls finish (or are cancelled at the deadline), the instance's own ``stop()`` runs,
+then the actor is killed (``ray.kill``).
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures as cf
+import functools
+import itertools
+import sys
+import threading
+import time
+from typing import Any
+
+import ray
+from ray.exceptions import RayActorError
+
+from ..errors import WorkerCrashedError
+from ..futures import BaseFuture, ConcurrentFuture, SyncFuture, force_cancel, remaining, set_outcome
+from ..runtime import CallOptions, call_has_futures, replace_futures
+from ..thread_exit import join
+from .base import Backend
+from .ray_actor import RayActor
+from .ray_future import RayFuture, ensure_ray, ray_error, settle
+
+_actor_class: Any = None
+# Set while one of our completion callbacks runs (on Ray's callback thread): user callbacks run
+# there, and a ``stop()`` they call must not wait for calls that thread has to complete.
+_in_callback = threading.local()
+
+
+def _remote_class() -> Any:
+    global _actor_class
+    if _actor_class is None:
+        _actor_class = ray.remote(RayActor)
+    return _actor_class
+
+
+class RayBackend(Backend):
+    """A Ray actor that owns the instance and runs calls in submission order."""
+
+    _actor: Any = None
+    _crashed = False
+
+    def start(self) -> None:
+        self.launch()
+        self.wait_ready()
+
+    # ---- starting ----
+
+    def launch(self) -> None:
+        """Create the actor; returns without waiting for the instance's ``__init__``."""
+        payload = self._payload()
+        ensure_ray()
+        self._lock = threading.RLock()  # re-entrant: a held call's release may run callbacks
+        self._live: dict[int, tuple[cf.Future, Any]] = {}  # unfinished calls, in order: (future, ref)
+        self._held: collections.deque = collections.deque()  # calls waiting for local futures
+        self._keys = itertools.count()
+        self._stopper: threading.Thread | None = None
+        self._convert = self._error_of
+        self._actor = _remote_class().options(**self.options.ray_options).remote(payload)
+        self._remote = self._actor.call.remote
+        self._ready_ref = self._actor.ready.remote()
+
+    def _payload(self) -> bytes:
+        from ..class_transport import dumps_worker
+
+        args, kwargs = self.args, self.kwargs
+        if self.options.unwrap_futures and call_has_futures(args, kwargs):
+            args, kwargs = replace_futures((args, kwargs), lambda f: f.result())
+        try:
+            return dumps_worker(self.cls, (args, kwargs, CallOptions.of(self.options)))
+        except Exception as exc:
+            raise TypeError(
+                f"cannot start ray worker {self.name}: the class {self.cls.__qualname__} or its "
+                f"arguments cannot be pickled to send them to the actor: {exc}"
+            ) from exc
+
+    def wait_ready(self) -> None:
+        """Block until the instance exists in the actor; raise its ``__init__`` error if any."""
+        try:
+            self.pid = ray.get(self._ready_ref)
+        except Exception as exc:
+            self._stopped = True
+            self._kill()
+            error = ray_error(exc, f"ray worker {self.name} (while starting)")
+            raise error from None
+        self.args = self.kwargs = None  # the actor owns them now
+
+    # ---- calling ----
+
+    @property
+    def crashed(self) -> bool:
+        return self._crashed
+
+    @property
+    def unfinished(self) -> int:
+        return len(self._live) + len(self._held)
+
+    def submit(
+        self, name: str, args: tuple, kwargs: dict, future: ConcurrentFuture | None = None
+    ) -> BaseFuture:
+        if self._stopped or self._crashed:
+            raise self._refusal()
+        if self._held or (
+            self.options.unwrap_futures and (args or kwargs) and call_has_futures(args, kwargs)
+        ):
+            return self._submit_with_futures(name, args, kwargs, future)
+        return self._send(future, name, args, kwargs)
+
+    def _send(self, future: ConcurrentFuture | None, name: str, args: tuple, kwargs: dict) -> BaseFuture:
+        """Hand one call to Ray and watch its outcome."""
+        if future is not None and type(future) is not RayFuture and not future.set_running_or_notify_cancel():
+            return future  # a pool's future, cancelled while it waited
+        try:
+            ref = self._remote(name, args, kwargs)
+        except Exception as exc:  # an argument Ray cannot serialize: this call fails, nothing else
+            error = TypeError(
+                f"{self._where(name, args)}: an argument cannot be sent to ray worker {self.name}: {exc}"
+            )
+            if future is None:
+                return SyncFuture(None, error)
+            set_outcome(future, None, error)
+            return future
+        if future is None:
+            future = RayFuture(ref, self._convert)
+        elif type(future) is RayFuture:
+            future._ref = ref
+        else:
+            future._ray_ref = ref  # type: ignore[attr-defined]  # so it can be handed over too
+        key = next(self._keys)
+        self._live[key] = (future, ref)
+        ref.future().add_done_callback(functools.partial(self._finished, key, future))
+        return future
+
+    def _finished(self, key: int, future: cf.Future, source: cf.Future) -> None:
+        """Ray's callback: the call is over (any thread Ray picks)."""
+        self._live.pop(key, None)
+        _in_callback.active = True
+        try:
+            settle(future, source, self._convert)
+        finally:
+            _in_callback.active = False
+        if not self._live and not self._held:
+            self._notify_idle()
+
+    def _error_of(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, RayActorError):
+            self._died()
+        return ray_error(exc, f"ray worker {self.name}")
+
+    def _died(self) -> None:
+        with self._lock:
+            if self._crashed or self._stopped:  # killed by stop(): not a crash
+                return
+            self._crashed = True
+        self._notify_died()
+
+    def _refusal(self) -> RuntimeError:
+        if self._crashed:
+            return WorkerCrashedError(
+                f"ray worker {self.name} died (its actor is gone); create a new one with .init()"
+            )
+        return self.stopped_error()
+
+    def _where(self, name: str, args: tuple) -> str:
+        from ..remote_traceback import call_name
+
+        return call_name(self.cls, name, args)
+
+    # ---- calls with futures among their arguments ----
+
+    def _submit_with_futures(
+        self, name: str, args: tuple, kwargs: dict, future: ConcurrentFuture | None
+    ) -> BaseFuture:
+        with self._lock:
+            if not self._held:
+                try:
+                    prepared = _prepare(args, kwargs)
+                except BaseException as exc:  # a local argument future failed: so does this call
+                    failed = ConcurrentFuture() if future is None else future
+                    set_outcome(failed, None, exc)
+                    return failed
+                if prepared is not None:
+                    return self._send(future, name, *prepared)
+            if future is None:
+                future = RayFuture(None, self._convert)  # bound to its ref once sent
+            self._held.append((future, name, args, kwargs))
+            if len(self._held) == 1:
+                self._release_held()
+        return future
+
+    def _release_held(self, _: Any = None) -> None:
+        """Send the held calls, in order, as far as their argument futures allow."""
+        with self._lock:
+            held = self._held
+            while held:
+                future, name, args, kwargs = held[0]
+                if future.done():  # cancelled while it waited
+                    held.popleft()
+                    continue
+                try:
+                    prepared = _prepare(args, kwargs)
+                except BaseException as exc:
+                    held.popleft()
+                    set_outcome(future, None, exc)
+                    continue
+                if prepared is None:  # wait for the first pending one, then look again
+                    _first_pending(args, kwargs).add_done_callback(self._release_held)
+                    return
+                self._send(future, name, *prepared)
+                held.popleft()  # only now: a call submitted meanwhile waits behind this one
+        if not self._live and not self._held:
+            self._notify_idle()
+
+    # ---- stopping ----
+
+    def runs_on(self, thread: threading.Thread) -> bool:
+        return thread is threading.current_thread() and getattr(_in_callback, "active", False)
+
+    def stop(self, timeout: float | None = None, cancel_futures: bool = False, wait: bool = True) -> None:
+        if self._actor is None:  # never launched
+            self._stopped = True
+            return
+        if self._begin_stop():
+            if cancel_futures:
+                self._cancel_queued()
+            self._stopper = threading.Thread(
+                target=self._shutdown, args=(timeout,), name=f"concurry-ray-stop-{self.name}", daemon=True
+            )
+            try:
+                self._stopper.start()
+            except RuntimeError:  # interpreter shutting down: no new threads
+                self._abort()
+                return
+        stopper = self._stopper
+        waits = wait and stopper is not None and not self.runs_on(threading.current_thread())
+        if waits and not join(stopper, timeout):
+            self._abort()  # this call's deadline passed: cancel what is left, kill the actor
+
+    def _cancel_queued(self) -> None:
+        """Cancel every call not started: the held ones, and those queued at the actor behind
+        the oldest unfinished call (which is taken to be the running one)."""
+        with self._lock:
+            held = [item[0] for item in self._held]
+            self._held.clear()
+            queued = list(self._live.values())[1:]
+        for future in held:
+            force_cancel(future)
+        for future, ref in queued:
+            if force_cancel(future):
+                try:
+                    ray.cancel(ref)
+                except Exception:
+                    pass
+
+    def _shutdown(self, timeout: float | None) -> None:
+        """The stopper thread: drain until the deadline, run the instance's ``stop()``, kill."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        held = [item[0] for item in list(self._held)]
+        if held:
+            cf.wait(held, timeout=remaining(deadline))
+        refs = [ref for _, ref in list(self._live.values())]
+        drained = not self._held
+        if refs and drained:
+            _, pending = ray.wait(refs, num_returns=len(refs), timeout=remaining(deadline), fetch_local=False)
+            drained = not pending
+        if drained and not self._crashed:
+            try:
+                ray.get(self._actor.close.remote(), timeout=remaining(deadline))
+            except Exception:  # the hook's own errors were logged in the actor
+                pass
+        self._abort()
+
+    def _abort(self) -> None:
+        """Settle what has finished, cancel what has not, kill the actor. Idempotent."""
+        with self._lock:
+            held = [item[0] for item in self._held]
+            self._held.clear()
+            live = list(self._live.values())
+        for future in held:
+            force_cancel(future)
+        if live:
+            try:
+                ready, _ = ray.wait(
+                    [ref for _, ref in live], num_returns=len(live), timeout=0, fetch_local=False
+                )
+            except Exception:
+                ready = []
+            finished = set(ready)
+            for future, ref in live:
+                if ref in finished and not future.done():
+                    _settle_now(future, ref, self._convert)  # its callback may not have run yet
+                else:
+                    force_cancel(future)
+        self._kill()
+
+    def _kill(self) -> None:
+        if self._actor is None or sys.is_finalizing():
+            return
+        try:
+            ray.kill(self._actor, no_restart=True)
+        except Exception:  # already gone, or Ray is shut down
+            pass
+
+
+def _settle_now(future: cf.Future, ref: Any, convert: Any) -> None:
+    try:
+        value = ray.get(ref, timeout=0)
+    except Exception as exc:
+        set_outcome(future, None, convert(exc))
+    else:
+        set_outcome(future, value, None)
+
+
+class _Pending(Exception):
+    """An argument future has not finished and has no ref to hand over."""
+
+
+def _ref_of(future: Any) -> Any:
+    return future._ref if type(future) is RayFuture else getattr(future, "_ray_ref", None)
+
+
+def _prepare(args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+    """The arguments as they go to Ray: Ray futures as their refs (top level) or as futures over
+    them (nested), finished local futures as their values; None while a local one is pending.
+    A failed local future raises its exception."""
+
+    def resolve(future: Any) -> Any:
+        ref = _ref_of(future)
+        if ref is not None:
+            return future if type(future) is RayFuture else RayFuture(ref)
+        if not future.done():
+            raise _Pending
+        return future.result()
+
+    try:
+        args, kwargs = replace_futures((args, kwargs), resolve)
+    except _Pending:
+        return None
+    # top level: Ray resolves ObjectRef arguments itself before the call starts
+    args = tuple(a._ref if type(a) is RayFuture else a for a in args)
+    if kwargs:
+        kwargs = {k: v._ref if type(v) is RayFuture else v for k, v in kwargs.items()}
+    return args, kwargs
+
+
+def _first_pending(args: tuple, kwargs: dict) -> Any:
+    from ..runtime import collect_futures
+
+    for future in collect_futures((args, kwargs), []):
+        if _ref_of(future) is None and not future.done():
+            return future
+    return SyncFuture(None)  # finished meanwhile: look again at once

@@ -1,0 +1,73 @@
+"""The Ray actor behind one ``mode="ray"`` worker: a ``Runtime`` and nothing else.
+
+The actor is built from the same payload a process worker's child gets (``class_transport``:
+the class by reference when importable, by value from ``__main__``), so unwrapping, retries,
+limits and ``async def`` methods run inside the actor exactly as in every other mode.
+
+A failed call raises ``CallFailed``, which carries the user's exception encoded as a process
+worker sends it (its pickle, type name, text and worker-side traceback): Ray wraps it in its own
+``RayTaskError``, the caller's side unwraps and rebuilds the user's exception with its original
+type. Anything the method raises, ``BaseException``s included, becomes a ``CallFailed``: a
+``SystemExit`` must fail the call, not end the actor (Ray takes it as the actor's exit).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+import pickle
+from typing import Any
+
+from ..futures import BaseFuture, SyncFuture
+from ..runtime import Runtime
+from .process_child import encode_error
+
+
+class CallFailed(Exception):
+    """A call's exception on its way back from the actor (see the module docstring)."""
+
+    @property
+    def encoded(self) -> tuple:
+        return self.args[0]
+
+
+class RayActor:
+    """Owns the user's instance; Ray runs its methods one at a time, in submission order."""
+
+    def __init__(self, payload: bytes):
+        self._runtime: Runtime | None = None
+        self._init_error: tuple | None = None
+        try:
+            cls, args, kwargs, call_options = pickle.loads(payload)
+            self._runtime = Runtime(cls, args, kwargs, call_options)
+        except BaseException as exc:  # reported by ``ready``: the actor itself must come up
+            self._init_error = encode_error(exc)
+
+    def ready(self) -> int:
+        """The actor's pid once the instance exists; raises ``CallFailed`` with its ``__init__`` error."""
+        if self._init_error is not None:
+            raise CallFailed(self._init_error)
+        return os.getpid()
+
+    def call(self, name: str, args: tuple, kwargs: dict) -> Any:
+        try:
+            result = self._runtime.invoke(name, args, kwargs)  # type: ignore[union-attr]
+        except BaseException as exc:
+            raise CallFailed(encode_error(exc)) from None
+        if isinstance(result, (BaseFuture, cf.Future)) and type(result).__name__ != "RayFuture":
+            result = _settled(result)  # a nested worker's future: its outcome travels back
+        return result
+
+    def close(self) -> None:
+        """Run the instance's own ``stop()`` (if its class has one) before the actor is killed."""
+        if self._runtime is not None:
+            self._runtime.request_stop()
+            self._runtime.close()
+
+
+def _settled(future: Any) -> SyncFuture:
+    """A future returned by a method, waited for here and sent as a resolved future."""
+    try:
+        return SyncFuture(future.result())
+    except BaseException as exc:
+        return SyncFuture(None, exc)

@@ -1,0 +1,134 @@
+"""``RayFuture``: a concurry future over a Ray ``ObjectRef``; and how Ray's outcomes become ours.
+
+A ``RayFuture`` is a real ``concurrent.futures.Future`` (a ``ConcurrentFuture``), so ``wait``,
+``gather``, pools, callbacks and ``await`` treat it like any local future: it is completed by
+Ray's own callback (``ObjectRef.future()``), with no polling. ``result()`` on a future not done
+yet asks Ray directly (``ray.get``), which is the quickest way to one result and never depends
+on the callback thread (a done callback may block on another Ray future safely).
+
+Errors come back as the user's: a ``RayTaskError`` carrying the actor's ``CallFailed`` is
+rebuilt as the exception the method raised (worker-side traceback attached as a note, as for
+process workers); a dead actor (``RayActorError``) is ``WorkerCrashedError``; a cancelled task
+is ``CancelledError``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import threading
+from collections.abc import Callable
+from concurrent.futures._base import CANCELLED_AND_NOTIFIED, FINISHED
+from typing import Any, TypeVar
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError, TaskCancelledError
+
+from ..errors import WorkerCrashedError
+from ..futures import ConcurrentFuture, _WaitTimeout, set_outcome
+from .process_wire import decode_error
+from .ray_actor import CallFailed
+
+T = TypeVar("T")
+_DONE = (FINISHED, CANCELLED_AND_NOTIFIED)
+
+
+def ray_error(exc: BaseException, where: str = "") -> BaseException:
+    """The exception a caller sees for Ray's ``exc``; ``where`` names the worker or method."""
+    cause = exc.cause if isinstance(exc, RayTaskError) else exc
+    if isinstance(cause, CallFailed):
+        return decode_error(cause.encoded, where)
+    if isinstance(exc, RayActorError):
+        return WorkerCrashedError(f"{where or 'the Ray actor'} died: {exc}")
+    if isinstance(exc, TaskCancelledError):
+        return cf.CancelledError()
+    if isinstance(exc, RayTaskError) and isinstance(cause, BaseException):
+        return cause
+    return exc
+
+
+class RayFuture(ConcurrentFuture[T]):
+    """The future of a call in ray mode, over its ``ObjectRef`` (``object_ref``).
+
+    ``cancel()`` asks Ray to cancel the task (``ray.cancel``) and cancels this future at once: a
+    call already running on the actor finishes there (Ray does not interrupt actor methods), its
+    result is dropped. Passed to another ray worker's call, it travels as its ``ObjectRef``.
+    """
+
+    def __init__(self, ref: Any = None, convert: Callable[[BaseException], BaseException] = ray_error):
+        super().__init__()
+        self._ref = ref
+        self._convert = convert
+
+    @classmethod
+    def of(cls, ref: Any) -> RayFuture[Any]:
+        """A future completed when ``ref`` is (``wrap_future(object_ref)``)."""
+        future: RayFuture[Any] = cls(ref)
+        ref.future().add_done_callback(lambda source: settle(future, source, ray_error))
+        return future
+
+    @property
+    def object_ref(self) -> Any:
+        """The Ray ``ObjectRef`` of this call's result (None until the call reached Ray)."""
+        return self._ref
+
+    def result(self, timeout: float | None = None) -> T:
+        if self._state not in _DONE and self._ref is not None:
+            self._fetch(timeout)
+        return super().result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        if self._state not in _DONE and self._ref is not None:
+            self._fetch(timeout)
+        return super().exception(timeout)
+
+    def _fetch(self, timeout: float | None) -> None:
+        try:
+            value = ray.get(self._ref, timeout=timeout)
+        except GetTimeoutError:
+            raise _WaitTimeout(f"future did not finish within {timeout} s") from None
+        except Exception as exc:
+            set_outcome(self, None, self._convert(exc))
+        else:
+            set_outcome(self, value, None)
+
+    def cancel(self) -> bool:
+        if not super().cancel():
+            return self.cancelled()
+        if self._ref is not None:
+            try:
+                ray.cancel(self._ref)
+            except Exception:  # finished meanwhile, or Ray is shut down: nothing left to cancel
+                pass
+        self.set_running_or_notify_cancel()  # waiters (wait, as_completed) see it now
+        return True
+
+    def __reduce__(self) -> Any:
+        # Passed inside an argument (unwrap_futures=False, or nested in a container), it travels
+        # as a future over the same ref; the other side asks Ray when it needs the value.
+        return (_rebuilt, (self._ref,))
+
+
+def _rebuilt(ref: Any) -> RayFuture[Any]:
+    return RayFuture(ref)
+
+
+def settle(future: cf.Future, source: cf.Future, convert: Callable[[BaseException], BaseException]) -> None:
+    """Copy the outcome of Ray's finished ``source`` into ``future`` (errors made ours)."""
+    error = source.exception()
+    if error is None:
+        set_outcome(future, source.result(), None)
+    else:
+        set_outcome(future, None, convert(error))
+
+
+_init_lock = threading.Lock()
+
+
+def ensure_ray() -> None:
+    """Start or join Ray as Ray itself does on first use, unless the user already did
+    (``ray.init(address=...)``: that cluster is used)."""
+    if ray.is_initialized():
+        return
+    with _init_lock:
+        if not ray.is_initialized():
+            ray.init()

@@ -1,0 +1,319 @@
+"""Ray mode (``mode="ray"``): what is particular to actors — ObjectRef handover, actor options,
+a dead actor, stop killing every actor, interpreter exit, scripts, retries inside the actor.
+
+One local Ray serves the whole session (``ray_cluster`` in conftest); workers are reused within
+this module where the behaviour allows, since every actor is a Python process to start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+ray = pytest.importorskip("ray")  # until Ray joins the dev extra
+
+import concurry  # noqa: E402
+from concurry import (  # noqa: E402
+    Executor,
+    RetryValidationError,
+    WorkerCrashedError,
+    WorkerStoppedError,
+    gather,
+    wait,
+    worker,
+    wrap_future,
+)
+
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("ray_cluster")]
+
+
+@worker(mode="ray")
+class Box:
+    def __init__(self, start: int = 0):
+        self.value = start
+        self.attempts: list[int] = []
+
+    def add(self, x: int) -> int:
+        self.value += x
+        return self.value
+
+    def where(self) -> tuple[int, str]:
+        return os.getpid(), ray.get_runtime_context().get_actor_id()
+
+    def fail(self, message: str) -> None:
+        raise ValueError(message)
+
+    def nap(self, seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
+
+    def make(self, n: int, delay: float = 0.0) -> list[int]:
+        time.sleep(delay)
+        return list(range(n))
+
+    def length(self, items) -> int:
+        return len(items)
+
+    def total(self, nested) -> int:
+        return sum(len(x) for x in nested["lists"]) + len(nested["pair"][1])
+
+    async def later(self, x: int) -> int:
+        await asyncio.sleep(0.01)
+        return x * 2
+
+    def die(self) -> None:
+        os._exit(1)
+
+    def flaky(self) -> list[int]:
+        self.attempts.append(os.getpid())
+        if len(self.attempts) < 3:
+            raise ConnectionError("not yet")
+        return self.attempts
+
+    def resources(self) -> dict:
+        return ray.get_runtime_context().get_assigned_resources()
+
+
+class BrokenInit:
+    def __init__(self):
+        raise LookupError("no such thing")
+
+
+@pytest.fixture(scope="module")
+def box():
+    w = Box.init(10)
+    yield w
+    w.stop()
+
+
+@pytest.fixture(scope="module")
+def other():
+    w = Box.init()
+    yield w
+    w.stop()
+
+
+def alive_actor_ids() -> set[str]:
+    from ray.util.state import list_actors
+
+    return {a.actor_id for a in list_actors(filters=[("state", "=", "ALIVE")], limit=10_000)}
+
+
+def test_calls_run_in_order_on_one_actor_and_futures_are_ray_futures(box):
+    futures = [box.add(1) for _ in range(20)]
+    assert [f.result(timeout=60) for f in futures] == list(range(11, 31))
+    f = box.where()
+    assert isinstance(f, concurry.RayFuture) and isinstance(f, concurry.BaseFuture)
+    assert isinstance(f.object_ref, ray.ObjectRef)
+    pid, _ = f.result(timeout=60)
+    assert pid != os.getpid()
+    assert box.later(21).result(timeout=60) == 42  # an ``async def`` method
+
+    called = []
+    box.add(0).add_done_callback(called.append)
+    assert wait([box.add(0)], timeout=60)[1] == set()
+    assert len(called) == 1 and called[0].done()
+
+    async def main():
+        return await box.later(5)
+
+    assert asyncio.run(main()) == 10
+
+    slow = box.nap(2.0)
+    with pytest.raises(TimeoutError):
+        slow.result(timeout=0.05)
+    assert slow.result(timeout=60) == 2.0
+
+
+def test_errors_come_back_with_the_users_type_and_the_actor_keeps_serving(box):
+    f = box.fail("bad input")
+    with pytest.raises(ValueError, match=r"^bad input$") as info:
+        f.result(timeout=60)
+    assert type(info.value) is ValueError
+    text = "".join(getattr(info.value, "__notes__", [])) or str(info.value.__cause__)
+    assert "in fail" in text and "raise ValueError(message)" in text  # the worker-side traceback
+    assert box.add(0).result(timeout=60) >= 10
+
+
+def test_wait_and_gather_mix_ray_and_local_futures(box):
+    local = cf.ThreadPoolExecutor(1)
+    try:
+        mixed = [box.later(1), local.submit(lambda: 7), box.nap(0.2), wrap_future(3)]
+        assert gather(mixed, timeout=60) == [2, 7, 0.2, 3]
+        done, not_done = wait([box.nap(0.1), local.submit(time.sleep, 0.1)], timeout=60)
+        assert len(done) == 2 and not not_done
+    finally:
+        local.shutdown()
+
+
+def test_wrap_future_of_an_object_ref_is_a_ray_future():
+    f = wrap_future(ray.put([1, 2, 3]))
+    assert isinstance(f, concurry.RayFuture)
+    assert f.result(timeout=60) == [1, 2, 3]
+
+
+def test_init_error_keeps_its_type():
+    with pytest.raises(LookupError, match="no such thing"):
+        worker(BrokenInit).options(mode="ray").init()
+
+
+def test_ray_futures_are_handed_over_as_object_refs(box, other):
+    slow = box.make(1000, 1.0)
+    dependent = other.length(slow)  # the caller does not wait for ``slow``
+    assert not slow.done()
+    nested = other.total({"lists": [box.make(3), box.make(4)], "pair": (1, box.make(5))})
+    assert dependent.result(timeout=60) == 1000
+    assert nested.result(timeout=60) == 12
+
+
+def test_a_failed_upstream_call_fails_the_dependent_call_with_its_type(box, other):
+    failing = box.fail("upstream broke")
+    with pytest.raises(ValueError, match="upstream broke"):
+        other.length(failing).result(timeout=60)
+    with pytest.raises(ValueError, match="upstream broke"):
+        other.total({"lists": [failing], "pair": (1, [])}).result(timeout=60)
+    local = cf.ThreadPoolExecutor(1)
+    try:  # a pending local future among the arguments: the call waits for it, in order
+        gate = local.submit(time.sleep, 0.3)
+        pending = local.submit(lambda: [1, 2])
+        assert other.length(pending).result(timeout=60) == 2
+        assert gate.done()
+    finally:
+        local.shutdown()
+
+
+def test_actor_options_pass_through_and_unknown_ones_are_refused():
+    with pytest.raises(ValueError, match=r"unknown worker option 'num_cpu'.*num_cpus"):
+        Box.options(num_cpu=1)
+    w = Box.options(num_cpus=0, resources={"concurry_test": 1}).init()
+    try:
+        assert w.resources().result(timeout=60) == {"concurry_test": 1.0}
+    finally:
+        w.stop()
+
+
+def test_retries_run_inside_the_actor_and_retry_validation_error_comes_back_as_itself():
+    w = Box.options(
+        num_retries={"flaky": 2, "add": 1, "*": 0},
+        retry_wait=0.0,
+        retry_on=ConnectionError,
+        retry_until={"add": lambda result, **ctx: result > 100},
+    ).init()
+    try:
+        pids = w.flaky().result(timeout=60)
+        assert len(pids) == 3 and len(set(pids)) == 1 and pids[0] != os.getpid()
+        with pytest.raises(RetryValidationError) as info:
+            w.add(1).result(timeout=60)
+        assert info.value.attempts == 2 and info.value.results == [1, 2]
+    finally:
+        w.stop()
+
+
+def test_a_dead_actor_fails_its_running_and_queued_calls_and_later_calls():
+    w = Box.init()
+    assert w.add(1).result(timeout=60) == 1
+    dying = w.die()
+    queued = [w.add(1) for _ in range(3)]
+    for f in [dying, *queued]:
+        with pytest.raises(WorkerCrashedError):
+            f.result(timeout=30)
+    with pytest.raises(WorkerCrashedError):
+        w.add(1)
+    w.stop()
+
+
+def test_a_pool_of_actors_replaces_a_dead_one_and_stop_kills_every_actor():
+    pool = Box.options(max_workers=2).init()
+    assert pool.pool_stats()["max_queued_tasks"] == 3
+    # more calls than the two actors take at once: the rest wait in the pool, caller never blocks
+    results = gather([pool.add(1) for _ in range(12)], timeout=60)
+    assert sorted(results)[-1] <= 12 and len(results) == 12
+    ids = {pool.where().result(timeout=60)[1] for _ in range(4)}
+    assert len(ids) == 2 and ids <= alive_actor_ids()
+    pool.die()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and sum(w["restarts"] for w in pool.pool_stats()["workers"]) < 1:
+        time.sleep(0.1)
+    assert gather([pool.add(0) for _ in range(6)], timeout=60)  # the pool keeps serving
+    ids |= {pool.where().result(timeout=60)[1] for _ in range(4)}
+    assert len(ids) == 3
+    pool.stop()
+    pool.stop()  # idempotent
+    with pytest.raises(WorkerStoppedError):
+        pool.add(1)
+    assert not ids & alive_actor_ids()
+
+
+def test_stop_cancels_at_its_deadline_and_the_context_manager_kills_the_actor():
+    with Box.init() as w:
+        _, actor = w.where().result(timeout=60)
+        running = w.nap(30)
+        queued = w.add(1)
+        time.sleep(0.5)
+        start = time.monotonic()
+        w.stop(timeout=0.5)
+        assert time.monotonic() - start < 10
+        assert running.cancelled() and queued.cancelled()
+    assert actor not in alive_actor_ids()
+
+
+def test_task_worker_runs_lambdas_and_closures():
+    offset = 5
+
+    def shifted(x):
+        return x + offset
+
+    with Executor(mode="ray") as ex:
+        assert ex.submit(lambda x: x * 3, 4).result(timeout=60) == 12
+        assert list(ex.map(shifted, range(3))) == [5, 6, 7]
+
+
+SCRIPT = textwrap.dedent(
+    """
+    import os
+    from concurry import task, worker
+
+    @worker(mode="ray")
+    class Greeter:
+        def __init__(self, name):
+            self.name = name
+
+        def greet(self):
+            return f"hello {self.name} from {os.getpid() != PARENT}"
+
+    PARENT = os.getpid()
+
+    @task(mode="ray")
+    def square(x):
+        return x * x
+
+    g = Greeter.init("script")
+    print(g.greet().result(timeout=60), flush=True)
+    print(square(7).result(timeout=60), flush=True)
+    # neither is stopped: exit must not hang
+    """
+)
+
+
+@pytest.mark.timeout(180)
+def test_script_classes_and_handles_left_at_exit(tmp_path, ray_cluster):
+    script = tmp_path / "ray_script.py"
+    script.write_text(SCRIPT)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+        "RAY_ADDRESS": ray_cluster,  # join the session's cluster, as after ray.init(address=...)
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    }
+    done = subprocess.run(
+        [sys.executable, str(script)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=150
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split("\n")[:2] == ["hello script from True", "49"]
