@@ -17,6 +17,8 @@ import time
 
 import pytest
 
+from conftest import process_alive, wait_until
+
 ray = pytest.importorskip("ray")  # until Ray joins the dev extra
 
 import concurry  # noqa: E402
@@ -100,10 +102,10 @@ def other():
     w.stop()
 
 
-def alive_actor_ids() -> set[str]:
-    from ray.util.state import list_actors
-
-    return {a.actor_id for a in list_actors(filters=[("state", "=", "ALIVE")], limit=10_000)}
+def gone(pids: set[int]) -> bool:
+    """Have these actors' processes exited? (Ray's state API needs the dashboard, which the
+    test cluster does not run; a killed actor's worker process exits.)"""
+    return wait_until(lambda: not any(process_alive(pid) for pid in pids), timeout=30)
 
 
 def test_calls_run_in_order_on_one_actor_and_futures_are_ray_futures(box):
@@ -134,9 +136,9 @@ def test_calls_run_in_order_on_one_actor_and_futures_are_ray_futures(box):
 
 def test_errors_come_back_with_the_users_type_and_the_actor_keeps_serving(box):
     f = box.fail("bad input")
-    with pytest.raises(ValueError, match=r"^bad input$") as info:
+    with pytest.raises(ValueError) as info:
         f.result(timeout=60)
-    assert type(info.value) is ValueError
+    assert type(info.value) is ValueError and str(info.value) == "bad input"
     text = "".join(getattr(info.value, "__notes__", [])) or str(info.value.__cause__)
     assert "in fail" in text and "raise ValueError(message)" in text  # the worker-side traceback
     assert box.add(0).result(timeout=60) >= 10
@@ -235,25 +237,25 @@ def test_a_pool_of_actors_replaces_a_dead_one_and_stop_kills_every_actor():
     # more calls than the two actors take at once: the rest wait in the pool, caller never blocks
     results = gather([pool.add(1) for _ in range(12)], timeout=60)
     assert sorted(results)[-1] <= 12 and len(results) == 12
-    ids = {pool.where().result(timeout=60)[1] for _ in range(4)}
-    assert len(ids) == 2 and ids <= alive_actor_ids()
+    ids = {pool.where().result(timeout=60) for _ in range(4)}
+    assert len(ids) == 2 and all(process_alive(pid) for pid, _ in ids)
     pool.die()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and sum(w["restarts"] for w in pool.pool_stats()["workers"]) < 1:
         time.sleep(0.1)
     assert gather([pool.add(0) for _ in range(6)], timeout=60)  # the pool keeps serving
-    ids |= {pool.where().result(timeout=60)[1] for _ in range(4)}
+    ids |= {pool.where().result(timeout=60) for _ in range(4)}
     assert len(ids) == 3
     pool.stop()
     pool.stop()  # idempotent
     with pytest.raises(WorkerStoppedError):
         pool.add(1)
-    assert not ids & alive_actor_ids()
+    assert gone({pid for pid, _ in ids})
 
 
 def test_stop_cancels_at_its_deadline_and_the_context_manager_kills_the_actor():
     with Box.init() as w:
-        _, actor = w.where().result(timeout=60)
+        pid, _ = w.where().result(timeout=60)
         running = w.nap(30)
         queued = w.add(1)
         time.sleep(0.5)
@@ -261,7 +263,7 @@ def test_stop_cancels_at_its_deadline_and_the_context_manager_kills_the_actor():
         w.stop(timeout=0.5)
         assert time.monotonic() - start < 10
         assert running.cancelled() and queued.cancelled()
-    assert actor not in alive_actor_ids()
+    assert gone({pid})
 
 
 def test_task_worker_runs_lambdas_and_closures():

@@ -80,7 +80,8 @@ class RayBackend(Backend):
         self._keys = itertools.count()
         self._stopper: threading.Thread | None = None
         self._convert = self._error_of
-        self._actor = _remote_class().options(**self.options.ray_options).remote(payload)
+        options = self.options.ray_options
+        self._actor = _remote_class().options(**options).remote(payload, sys.path)
         self._remote = self._actor.call.remote
         self._ready_ref = self._actor.ready.remote()
 
@@ -135,7 +136,7 @@ class RayBackend(Backend):
         if future is not None and type(future) is not RayFuture and not future.set_running_or_notify_cancel():
             return future  # a pool's future, cancelled while it waited
         try:
-            ref = self._remote(name, args, kwargs)
+            ref = self._remote(name, *args, **kwargs)
         except Exception as exc:  # an argument Ray cannot serialize: this call fails, nothing else
             error = TypeError(
                 f"{self._where(name, args)}: an argument cannot be sent to ray worker {self.name}: {exc}"
@@ -176,6 +177,10 @@ class RayBackend(Backend):
             if self._crashed or self._stopped:  # killed by stop(): not a crash
                 return
             self._crashed = True
+            held = [item[0] for item in self._held]
+            self._held.clear()
+        for future in held:  # calls that waited for argument futures fail like the sent ones
+            set_outcome(future, None, self._refusal())
         self._notify_died()
 
     def _refusal(self) -> RuntimeError:

@@ -34,10 +34,11 @@ class CallFailed(Exception):
 class RayActor:
     """Owns the user's instance; Ray runs its methods one at a time, in submission order."""
 
-    def __init__(self, payload: bytes):
+    def __init__(self, payload: bytes, paths: list[str]):
         self._runtime: Runtime | None = None
         self._init_error: tuple | None = None
         try:
+            _extend_path(paths)
             cls, args, kwargs, call_options = pickle.loads(payload)
             self._runtime = Runtime(cls, args, kwargs, call_options)
         except BaseException as exc:  # reported by ``ready``: the actor itself must come up
@@ -49,7 +50,8 @@ class RayActor:
             raise CallFailed(self._init_error)
         return os.getpid()
 
-    def call(self, name: str, args: tuple, kwargs: dict) -> Any:
+    def call(self, name: str, /, *args: Any, **kwargs: Any) -> Any:
+        """Run one call; its arguments are the task's own, so Ray resolves refs among them."""
         try:
             result = self._runtime.invoke(name, args, kwargs)  # type: ignore[union-attr]
         except BaseException as exc:
@@ -63,6 +65,17 @@ class RayActor:
         if self._runtime is not None:
             self._runtime.request_stop()
             self._runtime.close()
+
+
+def _extend_path(paths: list[str]) -> None:
+    """Let the actor import what the caller can: the caller's ``sys.path`` entries that exist
+    here are added after the actor's own (as a process worker gets its parent's path), so a
+    class from the user's project travels by reference, as it does to a worker process."""
+    import sys
+
+    for path in paths:
+        if path and path not in sys.path and os.path.isdir(path):
+            sys.path.append(path)
 
 
 def _settled(future: Any) -> SyncFuture:
