@@ -32,6 +32,7 @@ import itertools
 import sys
 import threading
 import time
+import weakref
 from typing import Any
 
 import ray
@@ -42,20 +43,20 @@ from ..futures import BaseFuture, ConcurrentFuture, SyncFuture, force_cancel, re
 from ..runtime import CallOptions, call_has_futures, replace_futures
 from ..thread_exit import join
 from .base import Backend
-from .ray_actor import RayActor
+from .ray_actor import RESERVED, actor_class
 from .ray_future import RayFuture, ensure_ray, ray_error, settle
 
-_actor_class: Any = None
+_actor_classes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # worker class -> Ray actor class
 # Set while one of our completion callbacks runs (on Ray's callback thread): user callbacks run
 # there, and a ``stop()`` they call must not wait for calls that thread has to complete.
 _in_callback = threading.local()
 
 
-def _remote_class() -> Any:
-    global _actor_class
-    if _actor_class is None:
-        _actor_class = ray.remote(RayActor)
-    return _actor_class
+def _remote_class(cls: type) -> Any:
+    remote = _actor_classes.get(cls)
+    if remote is None:
+        remote = _actor_classes[cls] = ray.remote(actor_class(cls))
+    return remote
 
 
 class RayBackend(Backend):
@@ -81,9 +82,9 @@ class RayBackend(Backend):
         self._stopper: threading.Thread | None = None
         self._convert = self._error_of
         options = self.options.ray_options
-        self._actor = _remote_class().options(**options).remote(payload, sys.path)
-        self._remote = self._actor.call.remote
-        self._ready_ref = self._actor.ready.remote()
+        self._actor = _remote_class(self.cls).options(**options).remote(payload, sys.path)
+        self._remotes: dict[str, Any] = {}
+        self._ready_ref = self._actor._concurry_ready.remote()
 
     def _payload(self) -> bytes:
         from ..class_transport import dumps_worker
@@ -136,7 +137,10 @@ class RayBackend(Backend):
         if future is not None and type(future) is not RayFuture and not future.set_running_or_notify_cancel():
             return future  # a pool's future, cancelled while it waited
         try:
-            ref = self._remote(name, *args, **kwargs)
+            remote = self._remotes.get(name)
+            if remote is None:
+                remote = self._remote(name)
+            ref = remote(*args, **kwargs)
         except Exception as exc:  # an argument Ray cannot serialize: this call fails, nothing else
             error = TypeError(
                 f"{self._where(name, args)}: an argument cannot be sent to ray worker {self.name}: {exc}"
@@ -155,6 +159,17 @@ class RayBackend(Backend):
         self._live[key] = (future, ref)
         ref.future().add_done_callback(functools.partial(self._finished, key, future))
         return future
+
+    def _remote(self, name: str) -> Any:
+        """The ``.remote`` of the actor's task for ``name`` (its own, or the generic one)."""
+        method = None if name in RESERVED else getattr(self._actor, name, None)
+        if method is None:
+            generic = self._actor._concurry_call.remote
+            remote = functools.partial(generic, name)
+        else:
+            remote = method.remote
+        self._remotes[name] = remote
+        return remote
 
     def _finished(self, key: int, future: cf.Future, source: cf.Future) -> None:
         """Ray's callback: the call is over (any thread Ray picks)."""
@@ -294,7 +309,7 @@ class RayBackend(Backend):
             drained = not pending
         if drained and not self._crashed:
             try:
-                ray.get(self._actor.close.remote(), timeout=remaining(deadline))
+                ray.get(self._actor._concurry_close.remote(), timeout=remaining(deadline))
             except Exception:  # the hook's own errors were logged in the actor
                 pass
         self._abort()

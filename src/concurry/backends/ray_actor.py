@@ -44,14 +44,17 @@ class RayActor:
         except BaseException as exc:  # reported by ``ready``: the actor itself must come up
             self._init_error = encode_error(exc)
 
-    def ready(self) -> int:
+    def _concurry_ready(self) -> int:
         """The actor's pid once the instance exists; raises ``CallFailed`` with its ``__init__`` error."""
         if self._init_error is not None:
             raise CallFailed(self._init_error)
         return os.getpid()
 
-    def call(self, name: str, /, *args: Any, **kwargs: Any) -> Any:
-        """Run one call; its arguments are the task's own, so Ray resolves refs among them."""
+    def _concurry_call(self, name: str, /, *args: Any, **kwargs: Any) -> Any:
+        """Run one call of a method the actor class has no task for (see ``actor_class``)."""
+        return self._call(name, args, kwargs)
+
+    def _call(self, name: str, args: tuple, kwargs: dict) -> Any:
         try:
             result = self._runtime.invoke(name, args, kwargs)  # type: ignore[union-attr]
         except BaseException as exc:
@@ -60,11 +63,34 @@ class RayActor:
             result = _settled(result)  # a nested worker's future: its outcome travels back
         return result
 
-    def close(self) -> None:
+    def _concurry_close(self) -> None:
         """Run the instance's own ``stop()`` (if its class has one) before the actor is killed."""
         if self._runtime is not None:
             self._runtime.request_stop()
             self._runtime.close()
+
+
+# names Ray's actor classes use themselves (and a worker class's own constructors): such methods
+# go through the generic task
+RESERVED = frozenset({"init", "options", "remote", "bind"})
+
+
+def _task(name: str) -> Any:
+    def method(self: RayActor, *args: Any, **kwargs: Any) -> Any:
+        return self._call(name, args, kwargs)
+
+    method.__name__ = method.__qualname__ = name
+    return method
+
+
+def actor_class(cls: type) -> type:
+    """A ``RayActor`` with one task per public method of ``cls``, named after it: the method name
+    is then not an argument Ray must serialize on every call, and the call's own arguments are
+    the task's, so Ray resolves the ``ObjectRef``s among them before the call starts."""
+    names = [
+        n for n in dir(cls) if not n.startswith("_") and n not in RESERVED and callable(getattr(cls, n, None))
+    ]
+    return type(f"RayActor_{cls.__name__}", (RayActor,), {name: _task(name) for name in names})
 
 
 def _extend_path(paths: list[str]) -> None:
