@@ -92,13 +92,16 @@ def wait_until(predicate, timeout: float = 5.0, interval: float = 0.01) -> bool:
     return predicate()
 
 
+# Ray reads this when it is imported: it then binds 127.0.0.1 (tests and their scripts alike).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory):
     """One local Ray for the whole session, sized for the 2-core machine, bound to 127.0.0.1,
     in its own temp dir (so a killed run leaves nothing the next one would try to join).
     Yields the cluster's address, for scripts run by ``subprocess`` to join (``RAY_ADDRESS``)."""
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before Ray starts: loopback only
-    ray = pytest.importorskip("ray")
+    ray = pytest.importorskip("ray")  # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER is set above
     ray.init(
         address="local",
         num_cpus=2,

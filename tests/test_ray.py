@@ -134,6 +134,22 @@ def test_calls_run_in_order_on_one_actor_and_futures_are_ray_futures(box):
     assert slow.result(timeout=60) == 2.0
 
 
+def test_cancel_and_a_done_callback_that_stops_the_worker():
+    w = Box.init(0)
+    running = w.nap(1.0)
+    queued = w.add(5)
+    assert queued.cancel() and queued.cancelled()
+    with pytest.raises(cf.CancelledError):
+        queued.result(timeout=60)
+    assert running.result(timeout=60) == 1.0
+    stopped = []
+    last = w.add(1)
+    last.add_done_callback(lambda f: (w.stop(), stopped.append(f.result())))  # on Ray's thread
+    assert wait_until(lambda: len(stopped) == 1, timeout=30)
+    with pytest.raises(WorkerStoppedError):
+        w.add(1)
+
+
 def test_errors_come_back_with_the_users_type_and_the_actor_keeps_serving(box):
     f = box.fail("bad input")
     with pytest.raises(ValueError) as info:

@@ -267,6 +267,9 @@ class RayBackend(Backend):
         if self._begin_stop():
             if cancel_futures:
                 self._cancel_queued()
+            if sys.is_finalizing():  # a thread started now would never run (3.10/3.11 hang in start)
+                self._abort()
+                return
             self._stopper = threading.Thread(
                 target=self._shutdown, args=(timeout,), name=f"concurry-ray-stop-{self.name}", daemon=True
             )
@@ -282,19 +285,15 @@ class RayBackend(Backend):
 
     def _cancel_queued(self) -> None:
         """Cancel every call not started: the held ones, and those queued at the actor behind
-        the oldest unfinished call (which is taken to be the running one)."""
+        the oldest unfinished call (taken to be the running one); the actor dies before them."""
         with self._lock:
             held = [item[0] for item in self._held]
             self._held.clear()
             queued = list(self._live.values())[1:]
         for future in held:
             force_cancel(future)
-        for future, ref in queued:
-            if force_cancel(future):
-                try:
-                    ray.cancel(ref)
-                except Exception:
-                    pass
+        for future, _ in queued:  # they are not waited for: the actor is killed after the running one
+            force_cancel(future)
 
     def _shutdown(self, timeout: float | None) -> None:
         """The stopper thread: drain until the deadline, run the instance's ``stop()``, kill."""
@@ -302,12 +301,15 @@ class RayBackend(Backend):
         held = [item[0] for item in list(self._held)]
         if held:
             cf.wait(held, timeout=remaining(deadline))
-        refs = [ref for _, ref in list(self._live.values())]
+        live = list(self._live.values())
+        refs = [ref for future, ref in live if not future.cancelled()]
         drained = not self._held
         if refs and drained:
             _, pending = ray.wait(refs, num_returns=len(refs), timeout=remaining(deadline), fetch_local=False)
             drained = not pending
-        if drained and not self._crashed:
+        # The hook runs after every call; with cancelled calls still queued at the actor (they
+        # cannot be taken back), it is skipped: the actor's own workers die with it anyway.
+        if drained and len(refs) == len(live) and not self._crashed:
             try:
                 ray.get(self._actor._concurry_close.remote(), timeout=remaining(deadline))
             except Exception:  # the hook's own errors were logged in the actor

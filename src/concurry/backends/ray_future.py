@@ -49,9 +49,9 @@ def ray_error(exc: BaseException, where: str = "") -> BaseException:
 class RayFuture(ConcurrentFuture[T]):
     """The future of a call in ray mode, over its ``ObjectRef`` (``object_ref``).
 
-    ``cancel()`` asks Ray to cancel the task (``ray.cancel``) and cancels this future at once: a
-    call already running on the actor finishes there (Ray does not interrupt actor methods), its
-    result is dropped. Passed to another ray worker's call, it travels as its ``ObjectRef``.
+    ``cancel()`` cancels this future at once; the call, already handed to the actor, still runs
+    there (Ray cannot take back actor calls reliably) and its result is dropped. Passed to
+    another ray worker's call, it travels as its ``ObjectRef``.
     """
 
     def __init__(self, ref: Any = None, convert: Callable[[BaseException], BaseException] = ray_error):
@@ -92,13 +92,11 @@ class RayFuture(ConcurrentFuture[T]):
             set_outcome(self, value, None)
 
     def cancel(self) -> bool:
+        # ``ray.cancel`` is not used: on an actor task it does not stop a queued call from
+        # running (Ray 2.60), and right after submission it leaves the actor's later calls
+        # waiting forever.
         if not super().cancel():
             return self.cancelled()
-        if self._ref is not None:
-            try:
-                ray.cancel(self._ref)
-            except Exception:  # finished meanwhile, or Ray is shut down: nothing left to cancel
-                pass
         self.set_running_or_notify_cancel()  # waiters (wait, as_completed) see it now
         return True
 
