@@ -38,9 +38,14 @@ pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("ray_cluster")]
 
 @worker(mode="ray")
 class Box:
-    def __init__(self, start: int = 0):
+    def __init__(self, start: int = 0, folder: str | None = None):
         self.value = start
         self.attempts: list[int] = []
+        self.folder = folder
+
+    def stop(self) -> None:  # the instance's own clean-up, run by the worker's stop()
+        if self.folder is not None:
+            open(os.path.join(self.folder, f"stopped-{os.getpid()}"), "w").close()
 
     def add(self, x: int) -> int:
         self.value += x
@@ -247,8 +252,8 @@ def test_a_dead_actor_fails_its_running_and_queued_calls_and_later_calls():
     w.stop()
 
 
-def test_a_pool_of_actors_replaces_a_dead_one_and_stop_kills_every_actor():
-    pool = Box.options(max_workers=2).init()
+def test_a_pool_of_actors_replaces_a_dead_one_and_stop_kills_every_actor(tmp_path):
+    pool = Box.options(max_workers=2).init(0, str(tmp_path))
     assert pool.pool_stats()["max_queued_tasks"] == 3
     # more calls than the two actors take at once: the rest wait in the pool, caller never blocks
     results = gather([pool.add(1) for _ in range(12)], timeout=60)
@@ -267,6 +272,7 @@ def test_a_pool_of_actors_replaces_a_dead_one_and_stop_kills_every_actor():
     with pytest.raises(WorkerStoppedError):
         pool.add(1)
     assert gone({pid for pid, _ in ids})
+    assert len(list(tmp_path.glob("stopped-*"))) == 2  # each live actor's instance ran its stop()
 
 
 def test_stop_cancels_at_its_deadline_and_the_context_manager_kills_the_actor():
