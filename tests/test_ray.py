@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -83,6 +84,9 @@ class Box:
         if len(self.attempts) < 3:
             raise ConnectionError("not yet")
         return self.attempts
+
+    def lock(self) -> threading.Lock:
+        return threading.Lock()
 
     def resources(self) -> dict:
         return ray.get_runtime_context().get_assigned_resources()
@@ -162,6 +166,14 @@ def test_errors_come_back_with_the_users_type_and_the_actor_keeps_serving(box):
     assert type(info.value) is ValueError and str(info.value) == "bad input"
     text = "".join(getattr(info.value, "__notes__", [])) or str(info.value.__cause__)
     assert "in fail" in text and "raise ValueError(message)" in text  # the worker-side traceback
+    assert box.add(0).result(timeout=60) >= 10
+
+
+def test_what_cannot_be_pickled_fails_that_call_naming_the_method(box):
+    with pytest.raises(TypeError, match=r"Box\.length: an argument cannot be sent to ray worker"):
+        box.length(threading.Lock()).result(timeout=60)
+    with pytest.raises(TypeError, match=r"Box\.lock returned a value that cannot be sent back"):
+        box.lock().result(timeout=60)
     assert box.add(0).result(timeout=60) >= 10
 
 

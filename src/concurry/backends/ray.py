@@ -150,14 +150,14 @@ class RayBackend(Backend):
             set_outcome(future, None, error)
             return future
         if future is None:
-            future = RayFuture(ref, self._convert)
+            future = RayFuture(ref, self._convert, name)
         elif type(future) is RayFuture:
             future._ref = ref
         else:
             future._ray_ref = ref  # type: ignore[attr-defined]  # so it can be handed over too
         key = next(self._keys)
         self._live[key] = (future, ref)
-        ref.future().add_done_callback(functools.partial(self._finished, key, future))
+        ref.future().add_done_callback(functools.partial(self._finished, key, future, name))
         return future
 
     def _remote(self, name: str) -> Any:
@@ -171,21 +171,22 @@ class RayBackend(Backend):
         self._remotes[name] = remote
         return remote
 
-    def _finished(self, key: int, future: cf.Future, source: cf.Future) -> None:
+    def _finished(self, key: int, future: cf.Future, name: str, source: cf.Future) -> None:
         """Ray's callback: the call is over (any thread Ray picks)."""
         self._live.pop(key, None)
         _in_callback.active = True
         try:
-            settle(future, source, self._convert)
+            settle(future, source, self._convert, name)
         finally:
             _in_callback.active = False
         if not self._live and not self._held:
             self._notify_idle()
 
-    def _error_of(self, exc: BaseException) -> BaseException:
+    def _error_of(self, exc: BaseException, _: str = "", method: str = "the method") -> BaseException:
         if isinstance(exc, RayActorError):
             self._died()
-        return ray_error(exc, f"ray worker {self.name}")
+        where = method if method == "the method" else f"{self.cls.__qualname__}.{method}"
+        return ray_error(exc, f"ray worker {self.name}", where)
 
     def _died(self) -> None:
         with self._lock:
@@ -226,7 +227,7 @@ class RayBackend(Backend):
                 if prepared is not None:
                     return self._send(future, name, *prepared)
             if future is None:
-                future = RayFuture(None, self._convert)  # bound to its ref once sent
+                future = RayFuture(None, self._convert, name)  # bound to its ref once sent
             self._held.append((future, name, args, kwargs))
             if len(self._held) == 1:
                 self._release_held()
@@ -352,7 +353,7 @@ def _settle_now(future: cf.Future, ref: Any, convert: Any) -> None:
     try:
         value = ray.get(ref, timeout=0)
     except Exception as exc:
-        set_outcome(future, None, convert(exc))
+        set_outcome(future, None, convert(exc, "", "the method"))
     else:
         set_outcome(future, value, None)
 

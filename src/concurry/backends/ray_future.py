@@ -29,11 +29,13 @@ from .process_wire import decode_error
 from .ray_actor import CallFailed
 
 T = TypeVar("T")
+# (Ray's exception, where, method) -> the caller's exception
+Convert = Callable[[BaseException, str, str], BaseException]
 _DONE = (FINISHED, CANCELLED_AND_NOTIFIED)
 
 
-def ray_error(exc: BaseException, where: str = "") -> BaseException:
-    """The exception a caller sees for Ray's ``exc``; ``where`` names the worker or method."""
+def ray_error(exc: BaseException, where: str = "", method: str = "the method") -> BaseException:
+    """The exception a caller sees for Ray's ``exc``; ``where`` names the worker, ``method`` the call."""
     cause = exc.cause if isinstance(exc, RayTaskError) else exc
     if isinstance(cause, CallFailed):
         return decode_error(cause.encoded, where)
@@ -42,6 +44,8 @@ def ray_error(exc: BaseException, where: str = "") -> BaseException:
     if isinstance(exc, TaskCancelledError):
         return cf.CancelledError()
     if isinstance(exc, RayTaskError) and isinstance(cause, BaseException):
+        if isinstance(cause, TypeError):  # the method's result could not be serialized by Ray
+            return TypeError(f"{method} returned a value that cannot be sent back to the caller: {cause}")
         return cause
     return exc
 
@@ -54,10 +58,11 @@ class RayFuture(ConcurrentFuture[T]):
     another ray worker's call, it travels as its ``ObjectRef``.
     """
 
-    def __init__(self, ref: Any = None, convert: Callable[[BaseException], BaseException] = ray_error):
+    def __init__(self, ref: Any = None, convert: Convert = ray_error, method: str = "the method"):
         super().__init__()
         self._ref = ref
         self._convert = convert
+        self._method = method
 
     @classmethod
     def of(cls, ref: Any) -> RayFuture[Any]:
@@ -87,7 +92,7 @@ class RayFuture(ConcurrentFuture[T]):
         except GetTimeoutError:
             raise _WaitTimeout(f"future did not finish within {timeout} s") from None
         except Exception as exc:
-            set_outcome(self, None, self._convert(exc))
+            set_outcome(self, None, self._convert(exc, "", self._method))
         else:
             set_outcome(self, value, None)
 
@@ -110,13 +115,13 @@ def _rebuilt(ref: Any) -> RayFuture[Any]:
     return RayFuture(ref)
 
 
-def settle(future: cf.Future, source: cf.Future, convert: Callable[[BaseException], BaseException]) -> None:
+def settle(future: cf.Future, source: cf.Future, convert: Convert, method: str = "the method") -> None:
     """Copy the outcome of Ray's finished ``source`` into ``future`` (errors made ours)."""
     error = source.exception()
     if error is None:
         set_outcome(future, source.result(), None)
     else:
-        set_outcome(future, None, convert(error))
+        set_outcome(future, None, convert(error, "", method))
 
 
 _init_lock = threading.Lock()
