@@ -265,7 +265,8 @@ def test_a_dead_actor_fails_its_running_and_queued_calls_and_later_calls():
 
 
 def test_a_pool_of_actors_replaces_a_dead_one_and_stop_kills_every_actor(tmp_path):
-    pool = Box.options(max_workers=2).init(0, str(tmp_path))
+    pool = Box.options(max_workers=2, name="boxes").init(0, str(tmp_path))
+    assert ray.get_actor("boxes-0") and ray.get_actor("boxes-1")  # one name per actor
     assert pool.pool_stats()["max_queued_tasks"] == 3
     # more calls than the two actors take at once: the rest wait in the pool, caller never blocks
     results = gather([pool.add(1) for _ in range(12)], timeout=60)

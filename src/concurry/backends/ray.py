@@ -81,7 +81,9 @@ class RayBackend(Backend):
         self._keys = itertools.count()
         self._stopper: threading.Thread | None = None
         self._convert = self._error_of
-        options = self.options.ray_options
+        options = dict(self.options.ray_options)
+        if "name" in options and self.options.is_pool:  # one name per actor: "name-0", "name-1r1", ...
+            options["name"] = f"{options['name']}-{self.name.split('.', 1)[1]}"
         self._actor = _remote_class(self.cls).options(**options).remote(payload, sys.path)
         self._remotes: dict[str, Any] = {}
         self._ready_ref = self._actor._concurry_ready.remote()
