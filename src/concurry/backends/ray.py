@@ -8,10 +8,12 @@ CPU to be placed and none while it runs, so a pool of many fits on a small machi
 started (or joined, ``RAY_ADDRESS``) as on Ray's own first use, unless the user called
 ``ray.init``.
 
-Calling: ``actor.call.remote(name, args, kwargs)``; the ``RayFuture`` is completed by Ray's
-callback. A ``RayFuture`` among the arguments travels as its ``ObjectRef``: at top level Ray
+Calling: ``actor.<method>.remote(*args, **kwargs)`` (the actor class has one task per public
+method, ``ray_actor.actor_class``); the ``RayFuture`` is completed by Ray's callback
+(``ObjectRef.future()``), which also keeps ``unfinished`` and tells a pool when the worker is
+idle. A ``RayFuture`` among the arguments travels as its ``ObjectRef``: at top level Ray
 resolves it before the call starts; nested in a container it travels as a future over the same
-ref, which the actor's runtime unwraps (``ray.get`` there). Data never passes through the caller.
+ref, which the actor's runtime unwraps (``ray.get`` there). The caller never waits for it.
 A call whose arguments hold pending *local* futures waits here, with every later call (actor
 order), until they resolve. A pool's own future given to ``submit`` remembers its ref, so it
 can be handed over as well.
@@ -20,7 +22,9 @@ Dying: a call failing with ``RayActorError`` means the actor died: every unfinis
 with ``WorkerCrashedError`` (Ray fails them all), later calls raise it, a pool is told.
 
 Stopping: calls finish (or are cancelled at the deadline), the instance's own ``stop()`` runs,
-then the actor is killed (``ray.kill``).
+then the actor is killed (``ray.kill``). Calls cannot be taken back from an actor reliably
+(``ray.cancel`` is not used, see ``RayFuture.cancel``): ``cancel_futures`` cancels their futures
+and the actor dies before running them. A back-off between retries is not cut short by stop.
 """
 
 from __future__ import annotations
