@@ -288,6 +288,15 @@ def test_a_pool_of_actors_replaces_a_dead_one_and_stop_kills_every_actor(tmp_pat
     assert len(list(tmp_path.glob("stopped-*"))) == 2  # each live actor's instance ran its stop()
 
 
+def test_an_active_pool_never_queues_calls_behind_a_running_one():
+    with Box.options(max_workers=2, load_balancing="active").init() as pool:
+        long_call = pool.nap(3.0)
+        shorts = [pool.where() for _ in range(6)]
+        ran_on = {f.result(timeout=60) for f in shorts}  # all on the other actor, while it naps
+        assert not long_call.done() and len(ran_on) == 1
+        assert long_call.result(timeout=60) == 3.0
+
+
 def test_stop_cancels_at_its_deadline_and_the_context_manager_kills_the_actor():
     with Box.init() as w:
         pid, _ = w.where().result(timeout=60)

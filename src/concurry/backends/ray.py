@@ -82,6 +82,9 @@ class RayBackend(Backend):
         self._lock = threading.RLock()  # re-entrant: a held call's release may run callbacks
         self._live: dict[int, tuple[cf.Future, Any]] = {}  # unfinished calls, in order: (future, ref)
         self._held: collections.deque = collections.deque()  # calls waiting for local futures
+        # with ``claims`` (a pool balancing by ``active``): one call at the actor at a time, the
+        # others wait here, where ``withdraw`` can take them back for an idle worker
+        self._waiting: collections.deque = collections.deque()
         self._keys = itertools.count()
         self._stopper: threading.Thread | None = None
         self._convert = self._error_of
@@ -125,7 +128,7 @@ class RayBackend(Backend):
 
     @property
     def unfinished(self) -> int:
-        return len(self._live) + len(self._held)
+        return len(self._live) + len(self._held) + len(self._waiting)
 
     def submit(
         self, name: str, args: tuple, kwargs: dict, future: ConcurrentFuture | None = None
@@ -136,7 +139,34 @@ class RayBackend(Backend):
             self.options.unwrap_futures and (args or kwargs) and call_has_futures(args, kwargs)
         ):
             return self._submit_with_futures(name, args, kwargs, future)
+        if self.claims:
+            return self._dispatch(future, name, args, kwargs)
         return self._send(future, name, args, kwargs)
+
+    def _dispatch(self, future: ConcurrentFuture | None, name: str, args: tuple, kwargs: dict) -> BaseFuture:
+        """With ``claims``: send the call if the actor has none, else let it wait here."""
+        with self._lock:
+            if self._live or self._waiting:
+                if future is None:
+                    future = RayFuture(None, self._convert, name)  # bound to its ref once sent
+                self._waiting.append((future, name, args, kwargs))
+                return future
+            return self._send(future, name, args, kwargs)
+
+    def _send_waiting(self) -> None:
+        """With ``claims``: the actor's call is over, send the next waiting one."""
+        with self._lock:
+            while self._waiting and not self._live and not self._crashed:
+                future, name, args, kwargs = self._waiting.popleft()
+                if not future.done():  # (cancelled while it waited)
+                    self._send(future, name, args, kwargs)
+
+    def withdraw(self) -> list[tuple[ConcurrentFuture, str, tuple, dict]]:
+        """With ``claims``: the calls waiting for the actor (none has started; futures untouched)."""
+        with self._lock:
+            items = list(self._waiting)
+            self._waiting.clear()
+        return items
 
     def _send(self, future: ConcurrentFuture | None, name: str, args: tuple, kwargs: dict) -> BaseFuture:
         """Hand one call to Ray and watch its outcome."""
@@ -157,8 +187,8 @@ class RayBackend(Backend):
             return future
         if future is None:
             future = RayFuture(ref, self._convert, name)
-        elif type(future) is RayFuture:
-            future._ref = ref
+        elif type(future) is RayFuture:  # made while it waited (here, or at another worker)
+            future._ref, future._convert = ref, self._convert
         else:
             future._ray_ref = ref  # type: ignore[attr-defined]  # so it can be handed over too
         key = next(self._keys)
@@ -183,9 +213,11 @@ class RayBackend(Backend):
         _in_callback.active = True
         try:
             settle(future, source, self._convert, name)
+            if self._waiting:
+                self._send_waiting()
         finally:
             _in_callback.active = False
-        if not self._live and not self._held:
+        if not self._live and not self._held and not self._waiting:
             self._notify_idle()
 
     def _error_of(self, exc: BaseException, _: str = "", method: str = "the method") -> BaseException:
@@ -199,9 +231,10 @@ class RayBackend(Backend):
             if self._crashed or self._stopped:  # killed by stop(): not a crash
                 return
             self._crashed = True
-            held = [item[0] for item in self._held]
+            held = [item[0] for item in (*self._held, *self._waiting)]
             self._held.clear()
-        for future in held:  # calls that waited for argument futures fail like the sent ones
+            self._waiting.clear()
+        for future in held:  # calls that waited here fail like the sent ones
             set_outcome(future, None, self._refusal())
         self._notify_died()
 
@@ -231,7 +264,7 @@ class RayBackend(Backend):
                     set_outcome(failed, None, exc)
                     return failed
                 if prepared is not None:
-                    return self._send(future, name, *prepared)
+                    return (self._dispatch if self.claims else self._send)(future, name, *prepared)
             if future is None:
                 future = RayFuture(None, self._convert, name)  # bound to its ref once sent
             self._held.append((future, name, args, kwargs))
@@ -257,7 +290,7 @@ class RayBackend(Backend):
                 if prepared is None:  # wait for the first pending one, then look again
                     _first_pending(args, kwargs).add_done_callback(self._release_held)
                     return
-                self._send(future, name, *prepared)
+                (self._dispatch if self.claims else self._send)(future, name, *prepared)
                 held.popleft()  # only now: a call submitted meanwhile waits behind this one
         if not self._live and not self._held:
             self._notify_idle()
@@ -294,8 +327,9 @@ class RayBackend(Backend):
         """Cancel every call not started: the held ones, and those queued at the actor behind
         the oldest unfinished call (taken to be the running one); the actor dies before them."""
         with self._lock:
-            held = [item[0] for item in self._held]
+            held = [item[0] for item in (*self._held, *self._waiting)]
             self._held.clear()
+            self._waiting.clear()
             queued = list(self._live.values())[1:]
         for future in held:
             force_cancel(future)
@@ -305,12 +339,12 @@ class RayBackend(Backend):
     def _shutdown(self, timeout: float | None) -> None:
         """The stopper thread: drain until the deadline, run the instance's ``stop()``, kill."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        held = [item[0] for item in list(self._held)]
-        if held:
+        held = [item[0] for item in (*list(self._held), *list(self._waiting))]
+        if held:  # (sent as their turn comes)
             cf.wait(held, timeout=remaining(deadline))
         live = list(self._live.values())
         refs = [ref for future, ref in live if not future.cancelled()]
-        drained = not self._held
+        drained = not self._held and not self._waiting
         if refs and drained:
             _, pending = ray.wait(refs, num_returns=len(refs), timeout=remaining(deadline), fetch_local=False)
             drained = not pending
@@ -326,8 +360,9 @@ class RayBackend(Backend):
     def _abort(self) -> None:
         """Settle what has finished, cancel what has not, kill the actor. Idempotent."""
         with self._lock:
-            held = [item[0] for item in self._held]
+            held = [item[0] for item in (*self._held, *self._waiting)]
             self._held.clear()
+            self._waiting.clear()
             live = list(self._live.values())
         for future in held:
             force_cancel(future)
