@@ -65,9 +65,10 @@ class LimitSet:
 
     ``shared=False`` (the default) is a private limiter: given to a worker, each worker gets its
     own copy, living where its instance lives. ``shared=True`` is one limiter for everyone it is
-    given to: the threads of this process (``mode="thread"``) or every process of this machine
-    (``mode="process"``, state in shared memory). ``config`` is any dict handed back, as a copy,
-    by each acquisition (e.g. which API key this set stands for)."""
+    given to: the threads of this process (``mode="thread"``), every process of this machine
+    (``mode="process"``, state in shared memory) or every actor and driver of a Ray cluster
+    (``mode="ray"``, state in one Ray actor: see ``ray_store``). ``config`` is any dict handed
+    back, as a copy, by each acquisition (e.g. which API key this set stands for)."""
 
     def __init__(
         self,

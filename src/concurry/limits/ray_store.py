@@ -8,13 +8,15 @@ cluster, its state held by one Ray actor, the *limit keeper*.
 - **One round trip per acquire, none per release.** The keeper is an async actor: a request that
   must wait awaits its turn on the keeper's event loop, so the caller's one ``ray.get`` (or
   ``await``) returns when it is granted; nothing polls. Release and ``update`` are fire-and-forget
-  calls (Ray runs one caller's calls to an actor in the order they were made).
-- **Units of a holder that dies come back.** The first time a process holds units, it hands the
-  keeper an ``ObjectRef`` it owns that never completes (the result of a keeper call that stays
+  calls. An async actor runs calls out of order, so each acquire carries how many of those its
+  process has sent, and the keeper runs it only after all of them: a process that released
+  (or updated) and then acquires is served as if the calls were synchronous.
+- **Units of a caller that dies come back.** The first time a process uses the keeper, it hands
+  it an ``ObjectRef`` it owns that never completes (the result of a keeper call that stays
   parked). When the owner of an object dies, Ray fails the object with ``OwnerDiedError`` for
   everyone who holds it: the keeper awaits it, and on that error takes back the units the
-  process held. No polling, no dashboard or state API needed, and the delay is Ray's own
-  failure detection (a killed actor is noticed at once).
+  process held and drops its waiting requests. No polling, no dashboard or state API needed;
+  the delay is Ray's own failure detection (a killed actor is noticed at once).
 - **Lifetime.** The keeper is made on first use (or when the set is first pickled): that starts
   a local Ray if none is running, as any ``.remote()`` does, so a set may be made before
   ``ray.init(address=...)``. It is owned by the process that made it (not detached): it goes
@@ -42,6 +44,9 @@ _KEEPER_CONCURRENCY = 10_000
 # Queue places of the keeper's set (a waiter beyond them still waits, checking back every 20 ms).
 _KEEPER_WAITERS = 4096
 _TRY = -1.0  # the timeout that means "do not wait" (try_acquire)
+# An acquire waits at most this long for the calls its process sent before it (they always come
+# unless the process died; this only keeps a lost call from blocking it for ever).
+_CATCH_UP = 10.0
 
 
 def import_ray() -> Any:
@@ -57,118 +62,169 @@ def import_ray() -> Any:
 class LimitKeeper:
     """The actor holding a ray set's state (``ray.remote`` is applied when the first set is used).
 
-    ``_held`` maps each holder (a Ray worker id: one process) to the resource units it holds, so
-    they can be taken back when it dies; ``_waits`` its requests still waiting, cancelled then."""
+    Callers are Ray worker ids (one per process). ``_held``: the resource units each holds, taken
+    back when it dies; ``_waits``: its requests still waiting, dropped then; ``_done``: how many
+    fire-and-forget calls of each it has run, ``_behind``: its acquires waiting for the rest."""
 
     def __init__(self, limits: tuple) -> None:
         self._set = inner = object.__new__(LimitSet)
         inner._build(limits, False, "thread", {}, None, waiter_slots=_KEEPER_WAITERS)
+        self._resource_mask = inner._resource_mask
         self._resources = frozenset(inner._ledger.resources)
         self._held: dict[str, dict[int, int]] = {}
-        self._waits: dict[str, set[asyncio.Task]] = {}
+        self._waits: dict[str, set[asyncio.Future]] = {}
+        self._done: dict[str, int] = {}
+        self._behind: dict[str, list[tuple[int, asyncio.Future]]] = {}
         self._parked: dict[str, asyncio.Future] = {}
-        self._watchers: dict[str, asyncio.Task] = {}
+        self._watchers: dict[str, asyncio.Future] = {}
         self._gone: set[str] = set()
 
-    async def acquire(self, request: tuple, mask: int, timeout: float | None, holder: str | None) -> Any:
-        """The grant time, or None when refused (``try_acquire``) or timed out."""
+    async def acquire(self, request: tuple, mask: int, timeout: float | None, caller: str, after: int) -> Any:
+        """The grant time, or None when refused (``try_acquire``) or timed out. Runs after the
+        ``after`` fire-and-forget calls ``caller`` sent before it."""
+        if after > self._done.get(caller, 0):
+            await self._catch_up(caller, after)
         limit_set = self._set
         granted_at = limit_set._grant_now(request, mask)
         if granted_at is None:
             if timeout == _TRY:
                 return None
             wait = asyncio.ensure_future(limit_set._async_wait_for_grant(request, mask, timeout))
-            if holder is not None:
-                self._waits.setdefault(holder, set()).add(wait)
+            waits = self._waits.setdefault(caller, set())
+            waits.add(wait)
             try:
                 granted_at = await wait
             except TimeoutError:
                 return None
             except asyncio.CancelledError:
-                if wait.cancelled() and holder in self._gone:
+                if wait.cancelled() and caller in self._gone:
                     return None  # its process died while it waited
                 raise
             finally:
-                if holder is not None:
-                    self._waits[holder].discard(wait)
-        if holder is not None:
-            if holder in self._gone:  # its process died meanwhile: nobody will release these
+                waits.discard(wait)
+        if mask & self._resource_mask:
+            if caller in self._gone:  # its process died meanwhile: nobody will release these
                 limit_set._release(request)
                 return None
-            held = self._held.setdefault(holder, {})
+            held = self._held.setdefault(caller, {})
             for i, amount in request:
                 if i in self._resources:
                     held[i] = held.get(i, 0) + amount
         return granted_at
 
-    def release(self, request: tuple, holder: str | None) -> None:
+    async def release(self, request: tuple, caller: str) -> None:
+        self._count(caller)
         self._set._release(request)
-        held = self._held.get(holder) if holder is not None else None
+        held = self._held.get(caller)
         if held:
             for i, amount in request:
                 if i in held:
                     held[i] = max(0, held[i] - amount)
 
-    def adjust(self, deltas: list, granted_at: float) -> None:
+    async def adjust(self, deltas: list, granted_at: float, caller: str) -> None:
+        self._count(caller)
         self._set._adjust(deltas, granted_at)
 
-    async def park(self, holder: str) -> None:
-        """Stays pending for as long as ``holder`` lives: its result is the holder's sentinel."""
-        if holder not in self._gone:
-            self._parked[holder] = future = asyncio.get_running_loop().create_future()
+    async def park(self, caller: str) -> None:
+        """Stays pending for as long as ``caller`` lives: its result is the caller's sentinel."""
+        if caller not in self._gone:
+            self._parked[caller] = future = asyncio.get_running_loop().create_future()
             await future
 
-    def watch(self, holder: str, sentinel: list) -> None:
-        """Take back ``holder``'s units when its sentinel (``[park ObjectRef]``) fails."""
-        if holder not in self._watchers:
-            self._watchers[holder] = asyncio.ensure_future(self._await_death(holder, sentinel[0]))
+    async def watch(self, sentinel: list, caller: str) -> None:
+        """Forget ``caller`` (and take back its units) when its sentinel ``[park ref]`` fails."""
+        self._count(caller)
+        if caller not in self._watchers:
+            self._watchers[caller] = asyncio.ensure_future(self._await_death(caller, sentinel[0]))
 
-    async def _await_death(self, holder: str, ref: Any) -> None:
+    def _count(self, caller: str) -> None:
+        done = self._done[caller] = self._done.get(caller, 0) + 1
+        behind = self._behind.pop(caller, None)
+        if behind:
+            rest = []
+            for after, future in behind:
+                if after > done:
+                    rest.append((after, future))
+                elif not future.done():
+                    future.set_result(None)
+            if rest:
+                self._behind[caller] = rest
+
+    async def _catch_up(self, caller: str, after: int) -> None:
+        future = asyncio.get_running_loop().create_future()
+        self._behind.setdefault(caller, []).append((after, future))
+        try:
+            await asyncio.wait_for(future, _CATCH_UP)
+        except asyncio.TimeoutError:  # a call it sent never came: serve it anyway
+            logger.warning("LimitSet(mode='ray'): calls of %s sent before an acquire did not arrive", caller)
+
+    async def _await_death(self, caller: str, ref: Any) -> None:
         import ray
 
         try:
             await ref
-        except ray.exceptions.ObjectLostError:  # OwnerDiedError: the holder's process is gone
+        except ray.exceptions.ObjectLostError:  # OwnerDiedError: the caller's process is gone
             pass
         except Exception:  # not a death: keep its units (a leak is safer than a double grant)
-            logger.exception("LimitSet(mode='ray'): watching holder %s failed", holder)
+            logger.exception("LimitSet(mode='ray'): watching caller %s failed", caller)
             return
-        self._reclaim(holder)
+        self._reclaim(caller)
 
-    def _reclaim(self, holder: str) -> None:
-        self._gone.add(holder)
-        self._watchers.pop(holder, None)
-        for wait in self._waits.pop(holder, ()):
+    def _reclaim(self, caller: str) -> None:
+        self._gone.add(caller)
+        self._watchers.pop(caller, None)
+        self._done.pop(caller, None)
+        for _, future in self._behind.pop(caller, ()):
+            future.cancel()
+        for wait in self._waits.pop(caller, ()):
             wait.cancel()
-        held = self._held.pop(holder, None)
+        held = self._held.pop(caller, None)
         if held:
             self._set._release(tuple((i, units) for i, units in held.items() if units))
-        parked = self._parked.pop(holder, None)
+        parked = self._parked.pop(caller, None)
         if parked is not None and not parked.done():
             parked.set_result(None)
 
-    def state(self) -> dict[str, Any]:
-        """Units in use per resource key and the holders known (for tests and debugging)."""
+    async def state(self, caller: str, after: int) -> dict[str, Any]:
+        """Units in use per resource key, the holders and the waiter count (tests, debugging),
+        after the calls ``caller`` sent before."""
+        if after > self._done.get(caller, 0):
+            await self._catch_up(caller, after)
         inner = self._set
         view, ledger = inner._store.view, inner._ledger
         return {
             "in_use": {inner.limits[i].key: view[ledger.offsets[i]] for i in ledger.resources},
-            "holders": {h: dict(units) for h, units in self._held.items() if any(units.values())},
+            "holders": {c: dict(units) for c, units in self._held.items() if any(units.values())},
             "waiting": int(view[1]),
+            "callers": len(self._watchers),
         }
 
 
 _ACTOR_CLASS: Any = None
-_HOLDERS: dict[str, tuple[int, str]] = {}  # keeper id -> (pid, holder id) of this process
-_HOLDERS_LOCK = threading.Lock()
 
 
 def _actor_class(ray: Any) -> Any:
     global _ACTOR_CLASS
     if _ACTOR_CLASS is None:
-        actor = ray.remote(num_cpus=0, max_concurrency=_KEEPER_CONCURRENCY)(LimitKeeper)
-        _ACTOR_CLASS = actor
+        _ACTOR_CLASS = ray.remote(num_cpus=0, max_concurrency=_KEEPER_CONCURRENCY)(LimitKeeper)
     return _ACTOR_CLASS
+
+
+class _Caller:
+    """This process as a caller of one keeper: its Ray worker id and how many fire-and-forget
+    calls it has sent (each acquire carries the count)."""
+
+    __slots__ = ("id", "lock", "pid", "sent")
+
+    def __init__(self, caller_id: str) -> None:
+        self.id = caller_id
+        self.pid = os.getpid()
+        self.sent = 0
+        self.lock = threading.Lock()
+
+
+_CALLERS: dict[str, _Caller] = {}  # keeper id -> this process as its caller
+_CALLERS_LOCK = threading.Lock()
 
 
 class RayStore:
@@ -191,23 +247,33 @@ class RayStore:
                 handle = self._handle
         return handle
 
-    def holder(self) -> str:
-        """This process's holder id; the first time, the keeper is told to watch it."""
-        pid = os.getpid()
-        known = _HOLDERS.get(self.keeper_id)
-        if known is not None and known[0] == pid:
-            return known[1]
-        with _HOLDERS_LOCK:
-            known = _HOLDERS.get(self.keeper_id)
-            if known is None or known[0] != pid:
+    def caller(self) -> _Caller:
+        """This process as the keeper's caller; the first time, the keeper is told to watch it."""
+        caller = _CALLERS.get(self.keeper_id)
+        if caller is not None and caller.pid == os.getpid():
+            return caller
+        with _CALLERS_LOCK:
+            caller = _CALLERS.get(self.keeper_id)
+            if caller is None or caller.pid != os.getpid():
                 keeper = self.keeper()
-                holder = import_ray().get_runtime_context().get_worker_id()
-                # A call that stays parked: its result is owned by this process and fails for
-                # the keeper when it dies. Sent before this process's first hold (calls of one
-                # caller start in order), nested in a list so the keeper gets the ref itself.
-                keeper.watch.remote(holder, [keeper.park.remote(holder)])
-                known = _HOLDERS[self.keeper_id] = (pid, holder)
-        return known[1]
+                caller = _Caller(import_ray().get_runtime_context().get_worker_id())
+                # A call that stays parked: its result is owned by this process, so it fails for
+                # the keeper when this process dies. Nested in a list: the keeper gets the ref.
+                keeper.watch.remote([keeper.park.remote(caller.id)], caller.id)
+                caller.sent = 1
+                _CALLERS[self.keeper_id] = caller
+        return caller
+
+    def acquire(self, request: tuple, mask: int, timeout: float | None) -> Any:
+        caller = self.caller()
+        return self.keeper().acquire.remote(request, mask, timeout, caller.id, caller.sent)
+
+    def send(self, method: str, *args: Any) -> None:
+        """A fire-and-forget call, counted once it is on its way."""
+        caller = self.caller()
+        with caller.lock:
+            getattr(self.keeper(), method).remote(*args, caller.id)
+            caller.sent += 1
 
     def __reduce__(self) -> tuple:
         return (RayStore, ((), self.keeper_id, self.keeper()))
@@ -221,9 +287,7 @@ class RayLimitSet(LimitSet):
     _store: RayStore
 
     def _call(self, request: tuple, mask: int, timeout: float | None) -> Any:
-        store = self._store
-        holder = store.holder() if mask & self._resource_mask else None
-        return store.keeper().acquire.remote(request, mask, timeout, holder)
+        return self._store.acquire(request, mask, timeout)
 
     def _get(self, ref: Any, request: tuple, mask: int) -> Any:
         ray = import_ray()
@@ -289,15 +353,15 @@ class RayLimitSet(LimitSet):
         return self._get(self._call(request, mask, _TRY), request, mask)
 
     def _release(self, request: tuple) -> None:
-        store = self._store
-        store.keeper().release.remote(request, store.holder())
+        self._store.send("release", request)
 
     def _adjust(self, deltas: list[tuple[int, float]], granted_at: float) -> None:
-        self._store.keeper().adjust.remote(deltas, granted_at)
+        self._store.send("adjust", deltas, granted_at)
 
     def keeper_state(self) -> dict[str, Any]:
         """The keeper's units in use per resource key, holders and waiter count (a round trip)."""
-        return import_ray().get(self._store.keeper().state.remote())
+        caller = self._store.caller()
+        return import_ray().get(self._store.keeper().state.remote(caller.id, caller.sent))
 
 
 def _ray_store(limit_set: LimitSet, limits: tuple, store: RayStore | None) -> RayStore:
