@@ -21,7 +21,8 @@ import pytest
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # Ray binds 127.0.0.1 only
 ray = pytest.importorskip("ray")
 
-from concurry import LimitPool, LimitSet, RateLimit, ResourceLimit, worker  # noqa: E402
+from concurry import CallLimit, LimitPool, LimitSet, RateLimit, ResourceLimit, worker  # noqa: E402
+from concurry.limits.ray_store import _TRY, _dumps  # noqa: E402
 from limits_checks import check_bound, throughput  # noqa: E402
 
 # The actors below are defined here: Ray sends them by value (workers cannot import this file).
@@ -249,6 +250,28 @@ def test_async_acquire_in_the_driver():
     assert ls.keeper_state()["in_use"] == {"slot": 0}
 
 
+def test_many_concurrent_waiters_are_all_served():
+    ls = _ray_set([ResourceLimit("slot", 1)])
+    n = 300  # more than a local set's queue places
+
+    async def one(served):
+        async with await ls.async_acquire(timeout=30):
+            served.append(1)
+
+    async def main():
+        held = await ls.async_acquire()
+        served: list = []
+        tasks = [asyncio.ensure_future(one(served)) for _ in range(n)]
+        while ls.keeper_state()["waiting"] < n:
+            await asyncio.sleep(0.05)
+        assert served == []
+        held.release()
+        await asyncio.wait_for(asyncio.gather(*tasks), 40)
+        return len(served)
+
+    assert asyncio.run(main()) == n
+
+
 def test_update_corrects_rate_usage():
     ls = _ray_set([RateLimit("tokens", 100, 3600)])
     with ls.acquire({"tokens": 100}) as acq:
@@ -287,6 +310,19 @@ def test_units_of_a_killed_holder_come_back():
     with pytest.raises(ray.exceptions.RayActorError):
         ray.get(queued, timeout=20)
     _until(lambda: ls.keeper_state()["holders"] == {})
+
+
+def test_a_callers_release_counts_before_its_next_call():
+    """Ray runs an async actor's calls out of order. Each acquire carries how many fire-and-forget
+    calls (release, update) its process sent before it; the keeper runs it after those."""
+    ls = _ray_set([ResourceLimit("slot", 1)])
+    keeper, (request, mask) = ls._store.keeper(), ls._compile(None)
+    assert ray.get(keeper.acquire.remote(_dumps((request, mask, None, "X", 0))), timeout=20) is not None
+    # caller X released, then tried again; the try reaches the keeper first
+    tried = keeper.acquire.remote(_dumps((request, mask, _TRY, "X", 1)))
+    assert ray.wait([tried], timeout=0.2)[0] == []  # held back until X's release has run
+    keeper.release.remote(_dumps((request, "X")))
+    assert ray.get(tried, timeout=20) is not None  # granted: X's own release came first
 
 
 def test_pickled_copies_share_the_keeper():
@@ -346,9 +382,11 @@ def test_which_worker_modes_a_shared_set_serves():
         other = LimitSet([ResourceLimit("slot", 1)], shared=True, mode=mode)
         with pytest.raises(ValueError, match=rf"mode='{mode}'.*mode='ray' worker.*mode='ray'\)"):
             worker(Plain).options(mode="ray", limits=other).init()
-    w = worker(Plain).options(mode="thread", limits=ray_set).init()  # a worker in this process
+    calls = _ray_set([CallLimit(3, 3600)])
+    w = worker(Plain).options(mode="thread", limits=calls).init()  # a worker in this process
     try:
-        assert w.hello().result(timeout=20) == "hi"
+        assert [w.hello().result(timeout=20) for _ in range(3)] == ["hi"] * 3
+        assert not calls.try_acquire().successful  # each call took a unit of the ray set
     finally:
         w.stop()
 
