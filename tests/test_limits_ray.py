@@ -23,6 +23,7 @@ ray = pytest.importorskip("ray")
 
 from concurry import CallLimit, LimitPool, LimitSet, RateLimit, ResourceLimit, worker  # noqa: E402
 from concurry.limits.ray_store import _TRY, _dumps  # noqa: E402
+from conftest import process_alive  # noqa: E402
 from limits_checks import check_bound, throughput  # noqa: E402
 
 # The actors below are defined here: Ray sends them by value (workers cannot import this file).
@@ -333,6 +334,29 @@ def test_pickled_copies_share_the_keeper():
         assert acq.config == {"region": "eu"}
         assert not ls.try_acquire().successful
     assert ls.try_acquire().successful  # released through the copy, seen through the original
+
+
+@pytest.mark.timeout(90)
+def test_the_keeper_goes_with_the_driver_that_made_it():
+    """Not detached: the keeper's process ends when its set is dropped, and when the driver that
+    made it disconnects (here another driver joining this cluster, holding a unit)."""
+    ls = _ray_set([ResourceLimit("slot", 1)])
+    pid = ls.keeper_state()["pid"]
+    del ls
+    _until(lambda: not process_alive(pid), timeout=20)
+    script = (
+        "import sys, ray\n"
+        "from concurry import LimitSet, ResourceLimit\n"
+        "ray.init(address=sys.argv[1], log_to_driver=False)\n"
+        "ls = LimitSet([ResourceLimit('slot', 1)], shared=True, mode='ray')\n"
+        "ls.acquire()\n"
+        "print(ls.keeper_state()['pid'])\n"
+        "ray.shutdown()\n"
+    )
+    address = ray.get_runtime_context().gcs_address
+    out = subprocess.run([sys.executable, "-c", script, address], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    _until(lambda: not process_alive(int(out.stdout.split()[-1])), timeout=20)
 
 
 def test_bad_input_fails_before_any_round_trip(caplog):

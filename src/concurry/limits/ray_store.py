@@ -16,11 +16,14 @@ cluster, its state held by one Ray actor, the *limit keeper*.
   parked). When the owner of an object dies, Ray fails the object with ``OwnerDiedError`` for
   everyone who holds it: the keeper awaits it, and on that error takes back the units the
   process held and drops its waiting requests. No polling, no dashboard or state API needed;
-  the delay is Ray's own failure detection (a killed actor is noticed at once).
+  the delay is Ray's own failure detection (about 2 s here for an actor killed with ray.kill).
 - **Lifetime.** The keeper is made on first use (or when the set is first pickled): that starts
   a local Ray if none is running, as any ``.remote()`` does, so a set may be made before
   ``ray.init(address=...)``. It is owned by the process that made it (not detached): it goes
-  with that driver and with ``ray.shutdown()``. A pickled set is a handle to the same keeper.
+  with that driver and with ``ray.shutdown()``, and ends once that driver's set is dropped and no
+  pickled copy (a handle to the same keeper) is left. As with a process-shared set, keep the
+  set in the driver while others use it: after it is dropped, the units of a caller that dies
+  are no longer taken back.
 
 Ray is imported only when a ray set is made: ``import concurry`` never imports it.
 """
@@ -33,6 +36,7 @@ import os
 import pickle
 import threading
 import uuid
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -85,6 +89,7 @@ class LimitKeeper:
         self._parked: dict[str, asyncio.Future] = {}
         self._watchers: dict[str, asyncio.Future] = {}
         self._gone: set[str] = set()
+        self._closed = False
 
     async def acquire(self, packed: bytes) -> Any:
         """The grant time, or None when refused (``try_acquire``) or timed out. Runs after the
@@ -136,10 +141,21 @@ class LimitKeeper:
         self._set._adjust(deltas, granted_at)
 
     async def park(self, caller: str) -> None:
-        """Stays pending for as long as ``caller`` lives: its result is the caller's sentinel."""
-        if caller not in self._gone:
+        """Stays pending for as long as ``caller`` lives (or until ``close``): its result is the
+        caller's sentinel."""
+        if caller not in self._gone and not self._closed:
             self._parked[caller] = future = asyncio.get_running_loop().create_future()
             await future
+
+    async def close(self) -> None:
+        """The set's maker dropped it: end the parked calls. Ray ends an actor whose handles are
+        all gone only once its pending calls are done, so they would keep the keeper for ever.
+        Callers still holding a copy keep using it, without the watch on their death."""
+        self._closed = True
+        parked, self._parked = self._parked, {}
+        for future in parked.values():
+            if not future.done():
+                future.set_result(None)
 
     async def watch(self, sentinel: list, caller: str) -> None:
         """Forget ``caller`` (and take back its units) when its sentinel ``[park ref]`` fails."""
@@ -174,11 +190,10 @@ class LimitKeeper:
         try:
             await ref
         except ray.exceptions.ObjectLostError:  # OwnerDiedError: the caller's process is gone
-            pass
+            self._reclaim(caller)
         except Exception:  # not a death: keep its units (a leak is safer than a double grant)
             logger.exception("LimitSet(mode='ray'): watching caller %s failed", caller)
-            return
-        self._reclaim(caller)
+        # a normal end: the park was ended by ``close`` (or by ``_reclaim``)
 
     def _reclaim(self, caller: str) -> None:
         self._gone.add(caller)
@@ -207,6 +222,7 @@ class LimitKeeper:
             "holders": {c: dict(units) for c, units in self._held.items() if any(units.values())},
             "waiting": int(view[1]),
             "callers": len(self._watchers),
+            "pid": os.getpid(),
         }
 
 
@@ -216,7 +232,7 @@ _ACTOR_CLASS: Any = None
 def _actor_class(ray: Any) -> Any:
     global _ACTOR_CLASS
     if _ACTOR_CLASS is None:
-        for name in ("release", "adjust", "watch"):  # fire-and-forget: no result object is made
+        for name in ("release", "adjust", "watch", "close"):  # fire-and-forget: no result object is made
             ray.method(num_returns=0)(getattr(LimitKeeper, name))
         _ACTOR_CLASS = ray.remote(num_cpus=0, max_concurrency=_KEEPER_CONCURRENCY)(LimitKeeper)
     return _ACTOR_CLASS
@@ -239,6 +255,17 @@ _CALLERS: dict[str, _Caller] = {}  # keeper id -> this process as its caller
 _CALLERS_LOCK = threading.Lock()
 
 
+def _close(handle: Any) -> None:
+    """The maker's set is gone: let the keeper end once no copy is left (see ``close``)."""
+    try:
+        import ray
+
+        if ray.is_initialized():
+            handle.close.remote()
+    except Exception:  # Ray is shutting down: the keeper goes with it
+        pass
+
+
 class RayStore:
     """The caller's end of a ray set: its keeper's handle, made on first use."""
 
@@ -256,6 +283,7 @@ class RayStore:
             with self._lock:
                 if self._handle is None:
                     self._handle = _actor_class(import_ray()).remote(self._limits)
+                    weakref.finalize(self, _close, self._handle)
                 handle = self._handle
         return handle
 
@@ -371,7 +399,8 @@ class RayLimitSet(LimitSet):
         self._store.send("adjust", deltas, granted_at)
 
     def keeper_state(self) -> dict[str, Any]:
-        """The keeper's units in use per resource key, holders and waiter count (a round trip)."""
+        """The keeper's units in use per resource key, holders, waiter count, callers watched and
+        process id (a round trip; for tests and debugging)."""
         caller = self._store.caller()
         return import_ray().get(self._store.keeper().state.remote(caller.id, caller.sent))
 
