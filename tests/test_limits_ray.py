@@ -406,13 +406,14 @@ def test_which_worker_modes_a_shared_set_serves():
         other = LimitSet([ResourceLimit("slot", 1)], shared=True, mode=mode)
         with pytest.raises(ValueError, match=rf"mode='{mode}'.*mode='ray' worker.*mode='ray'\)"):
             worker(Plain).options(mode="ray", limits=other).init()
-    calls = _ray_set([CallLimit(3, 3600)])
-    w = worker(Plain).options(mode="thread", limits=calls).init()  # a worker in this process
-    try:
-        assert [w.hello().result(timeout=20) for _ in range(3)] == ["hi"] * 3
-        assert not calls.try_acquire().successful  # each call took a unit of the ray set
-    finally:
-        w.stop()
+    for mode in ("thread", "asyncio"):  # workers in this process
+        calls = _ray_set([CallLimit(3, 3600)])
+        w = worker(Plain).options(mode=mode, limits=calls).init()
+        try:
+            assert [w.hello().result(timeout=20) for _ in range(3)] == ["hi"] * 3
+            assert not calls.try_acquire().successful  # each call took a unit of the ray set
+        finally:
+            w.stop()
 
 
 def test_without_ray_the_error_says_how_to_install_it():

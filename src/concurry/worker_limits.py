@@ -177,6 +177,7 @@ class CallGate:
         "_async_acquire",
         "_compiled",
         "_grant_now",
+        "_remote",
         "_request",
         "_try_acquire",
         "_waiting",
@@ -191,7 +192,10 @@ class CallGate:
         self._try_acquire = limits.try_acquire
         self._waiting = 0
         self._grant_now: Callable[..., Any] | None = None
-        if isinstance(limits, LimitSet):
+        # a set kept elsewhere (a ray set): every try is a round trip, so the asyncio path never
+        # tries (it would block the loop) and a blocking take asks once, waiting in line
+        self._remote = any(s.remote for s in _sets(limits))
+        if isinstance(limits, LimitSet) and not self._remote:
             # The per-call fast path: a call unit is never given back, so no Acquisition is
             # needed; the request is compiled once and granted in one hold of the set's lock.
             self._compiled = limits._compile(self._request)
@@ -203,7 +207,7 @@ class CallGate:
             self._acquire(self._request)  # wait in line
 
     def try_take(self) -> bool:
-        if self._waiting:
+        if self._waiting or self._remote:
             return False
         grant = self._grant_now
         if grant is not None:

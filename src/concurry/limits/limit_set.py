@@ -70,6 +70,8 @@ class LimitSet:
     (``mode="ray"``, state in one Ray actor: see ``ray_store``). ``config`` is any dict handed
     back, as a copy, by each acquisition (e.g. which API key this set stands for)."""
 
+    remote = False  # True for a set kept in another process (a ray set): each request is a round trip
+
     def __init__(
         self,
         limits: Iterable[Limit] = (),

@@ -325,6 +325,7 @@ class RayLimitSet(LimitSet):
     ``time.monotonic()``."""
 
     _store: RayStore
+    remote = True
 
     def _call(self, request: tuple, mask: int, timeout: float | None) -> Any:
         return self._store.acquire(request, mask, timeout)
