@@ -95,6 +95,8 @@ class LimitKeeper:
         """The grant time, or None when refused (``try_acquire``) or timed out. Runs after the
         ``after`` fire-and-forget calls ``caller`` sent before it."""
         request, mask, timeout, caller, after = pickle.loads(packed)
+        if caller in self._gone:  # sent before its process died, come after
+            return None
         if after > self._done.get(caller, 0):
             await self._catch_up(caller, after)
         limit_set = self._set
@@ -127,6 +129,8 @@ class LimitKeeper:
 
     async def release(self, packed: bytes) -> None:
         request, caller = pickle.loads(packed)
+        if caller in self._gone:  # sent before its process died, come after: already taken back
+            return
         self._count(caller)
         self._set._release(request)
         held = self._held.get(caller)
@@ -137,6 +141,8 @@ class LimitKeeper:
 
     async def adjust(self, packed: bytes) -> None:
         deltas, granted_at, caller = pickle.loads(packed)
+        if caller in self._gone:
+            return
         self._count(caller)
         self._set._adjust(deltas, granted_at)
 
