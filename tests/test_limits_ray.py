@@ -1,7 +1,12 @@
 """Ray-shared limits (``LimitSet(shared=True, mode="ray")``): the driver and plain Ray actors see
-one limiter, kept by one actor; atomic multi-key grants; rate accuracy with 2 contending actors;
-try/async acquire, update, timeout; units of a killed holder come back; pickled copies share the
-keeper; bad input; LimitPool of ray sets; which worker modes a ray set serves; no Ray installed."""
+one limiter, kept by one actor; atomic multi-key grants; rate accuracy of the five algorithms with
+2 contending actors; try/async acquire (300 concurrent waiters), update, timeout; units of a killed
+holder come back; a caller's release counts before its next call; pickled copies share the
+keeper; the keeper goes with its driver; bad input; LimitPool of ray sets; which worker modes a
+ray set serves (and a CallLimit ray set on in-process workers); no Ray installed.
+
+Self-contained: a module fixture starts a small local Ray unless one is already up (a session
+fixture can take over by starting it first)."""
 
 from __future__ import annotations
 
