@@ -32,9 +32,15 @@ Limits = Union[LimitSet, LimitPool]
 _SERVES = {
     "thread": ("sync", "thread", "asyncio"),
     "process": ("sync", "thread", "asyncio", "process"),
-    # Ray: when Ray mode lands, decide here which sets a ray worker accepts (a "ray" set only:
-    # a process set's shared memory does not reach actors on other machines).
-    "ray": ("sync", "thread", "asyncio", "process", "ray"),
+    # A ray set is reached through Ray, so by this process (and its threads) and by ray actors;
+    # a process worker's child is not connected to Ray. A ray worker accepts only a ray set: a
+    # process set's shared memory does not reach actors on other machines.
+    "ray": ("sync", "thread", "asyncio", "ray"),
+}
+_REACH = {
+    "thread": "the threads of one process",
+    "process": "the processes of one machine",
+    "ray": "the Ray actors and drivers of a cluster (a process worker's child is not connected to Ray)",
 }
 # The shared set a pool makes of a list of limits, per pool mode.
 _POOL_SET_MODE = {"thread": "thread", "process": "process", "ray": "ray"}
@@ -61,7 +67,7 @@ def bind_limits(options: WorkerOptions) -> WorkerOptions:
         kind = "LimitPool of sets" if isinstance(limits, LimitPool) else "LimitSet"
         raise ValueError(
             f"limits: a {kind} with shared=True, mode={limits.mode!r} is shared by "
-            f"{'the threads of one process' if limits.mode == 'thread' else 'the processes of one machine'} "
+            f"{_REACH[limits.mode]} "
             f"and cannot serve a mode={mode!r} worker; use {_FIX.get(mode, _FIX['ray'])}, or "
             "shared=False to give each worker its own copy"
         )
@@ -171,6 +177,7 @@ class CallGate:
         "_async_acquire",
         "_compiled",
         "_grant_now",
+        "_remote",
         "_request",
         "_try_acquire",
         "_waiting",
@@ -185,7 +192,10 @@ class CallGate:
         self._try_acquire = limits.try_acquire
         self._waiting = 0
         self._grant_now: Callable[..., Any] | None = None
-        if isinstance(limits, LimitSet):
+        # a set kept elsewhere (a ray set): every try is a round trip, so the asyncio path never
+        # tries (it would block the loop) and a blocking take asks once, waiting in line
+        self._remote = any(s.remote for s in _sets(limits))
+        if isinstance(limits, LimitSet) and not self._remote:
             # The per-call fast path: a call unit is never given back, so no Acquisition is
             # needed; the request is compiled once and granted in one hold of the set's lock.
             self._compiled = limits._compile(self._request)
@@ -197,7 +207,7 @@ class CallGate:
             self._acquire(self._request)  # wait in line
 
     def try_take(self) -> bool:
-        if self._waiting:
+        if self._waiting or self._remote:
             return False
         grant = self._grant_now
         if grant is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
 from typing import Any
 
@@ -41,6 +41,15 @@ _monotonic = time.monotonic
 held_in_attempt: ContextVar[list | None] = ContextVar("concurry_held_in_attempt", default=None)
 
 
+# Stores of shared sets kept elsewhere, by mode, registered by their modules (``ray_store``, which
+# the package imports; it imports Ray only when a set is made): (set, limits, store) -> the store.
+_SHARED_STORES: dict[str, Callable[[LimitSet, tuple, Any], Any]] = {}
+
+
+def register_shared_store(mode: str, make: Callable[[LimitSet, tuple, Any], Any]) -> None:
+    _SHARED_STORES[mode] = make
+
+
 def _mode(value: Any) -> str:
     mode = ExecutionMode.parse(value, "LimitSet mode").value
     if mode not in _MODES:
@@ -56,9 +65,12 @@ class LimitSet:
 
     ``shared=False`` (the default) is a private limiter: given to a worker, each worker gets its
     own copy, living where its instance lives. ``shared=True`` is one limiter for everyone it is
-    given to: the threads of this process (``mode="thread"``) or every process of this machine
-    (``mode="process"``, state in shared memory). ``config`` is any dict handed back, as a copy,
-    by each acquisition (e.g. which API key this set stands for)."""
+    given to: the threads of this process (``mode="thread"``), every process of this machine
+    (``mode="process"``, state in shared memory) or every actor and driver of a Ray cluster
+    (``mode="ray"``, state in one Ray actor: see ``ray_store``). ``config`` is any dict handed
+    back, as a copy, by each acquisition (e.g. which API key this set stands for)."""
+
+    remote = False  # True for a set kept in another process (a ray set): each request is a round trip
 
     def __init__(
         self,
@@ -85,16 +97,20 @@ class LimitSet:
             raise TypeError(f"LimitSet config must be a dict, got {config!r}")
         self._build(tuple(limits), shared, _mode(mode), dict(config or {}), None)
 
-    def _build(self, limits: tuple, shared: bool, mode: str, config: dict, store: Any) -> None:
-        if mode == "ray" and shared:
-            raise ValueError("LimitSet(mode='ray', shared=True) needs Ray mode, which is not built yet")
+    def _build(
+        self, limits: tuple, shared: bool, mode: str, config: dict, store: Any, waiter_slots: int = 0
+    ) -> None:
+        if shared and mode in _SHARED_STORES:  # e.g. mode="ray": the set becomes that mode's kind
+            store = _SHARED_STORES[mode](self, limits, store)
         self.limits: tuple[Limit, ...] = limits
         self.shared = shared
         self.mode = mode
         self._config = config
         cross_process = shared and mode == "process"
         ledger = Ledger(
-            limits, _WAITER_SLOTS[mode if cross_process else "thread"], _HOLDER_SLOTS if cross_process else 0
+            limits,
+            waiter_slots or _WAITER_SLOTS[mode if cross_process else "thread"],
+            _HOLDER_SLOTS if cross_process else 0,
         )
         if store is None:
             store = ProcessStore(ledger.size) if cross_process else ThreadStore(ledger.size)
