@@ -15,9 +15,11 @@ $(STAMP): pyproject.toml
 tour: $(STAMP)
 	$(PY) -m concurry
 
+# Two test processes: much of the suite waits (sleeps, child start-ups), so two overlap well on
+# two cores; the tests assert order and counts, never speed, so they hold under that load.
 test: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks noxfile.py
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2
 
 # The suite (no lint) on every Python 3.10-3.13 found, each in its own venv under .nox/
 # (see noxfile.py); ARGS go to pytest; SKIP lists versions to leave out (e.g. SKIP=3.11).

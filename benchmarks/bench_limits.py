@@ -19,7 +19,7 @@ import statistics
 import threading
 import time
 
-from common import Row, best_of, timed
+from common import Row, best_of, thread_worker_calls, timed
 from concurry import CallLimit, LimitSet, RateLimit, ResourceLimit, worker
 
 TITLE = "Limits: acquire+release cost, worker call limit, wake-up latency"
@@ -79,31 +79,11 @@ def process_set() -> tuple[float, float]:
         state.release()
 
 
-class Noop:
-    def noop(self) -> None:
-        return None
-
-
-def _worker_calls(**options) -> float:
-    w = worker(Noop).options(mode="thread", **options).init()
-    call = w.noop
-    call().result()
-
-    def body() -> None:
-        for f in [call() for _ in range(CALLS)]:
-            f.result()
-
-    try:
-        return best_of(lambda: timed(body, CALLS), repeat=3)
-    finally:
-        w.stop()
-
-
 def call_limited_worker() -> tuple[float, float]:
     limited, plain = [], []
     for _ in range(3):  # alternate the two sides: thread placement skews whichever runs second
-        limited.append(_worker_calls(limits=[CallLimit(10**9, 1.0)]))
-        plain.append(_worker_calls())
+        limited.append(thread_worker_calls(CALLS, limits=[CallLimit(10**9, 1.0)]))
+        plain.append(thread_worker_calls(CALLS))
     return min(limited), min(plain)
 
 

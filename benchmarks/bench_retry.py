@@ -7,39 +7,18 @@ Rows (thread mode, 10k no-op calls then wait all; the two sides alternate, best 
 
 from __future__ import annotations
 
-from common import Row, best_of, timed
-from concurry import worker
+from common import Row, thread_worker_calls
 
 TITLE = "Retries: per-call cost when unused and when the first attempt succeeds (thread)"
 
 CALLS = 10_000
 
 
-class Noop:
-    def noop(self) -> None:
-        return None
-
-
-def _measure(**options) -> float:
-    w = worker(Noop).options(mode="thread", **options).init()
-    call = w.noop
-    call().result()
-
-    def body() -> None:
-        for f in [call() for _ in range(CALLS)]:
-            f.result()
-
-    try:
-        return best_of(lambda: timed(body, CALLS), repeat=3)
-    finally:
-        w.stop()
-
-
 def _alternate(a: dict, b: dict, rounds: int = 3) -> tuple[float, float]:
     first, second = [], []
     for _ in range(rounds):
-        first.append(_measure(**a))
-        second.append(_measure(**b))
+        first.append(thread_worker_calls(CALLS, **a))
+        second.append(thread_worker_calls(CALLS, **b))
     return min(first), min(second)
 
 

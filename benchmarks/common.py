@@ -45,6 +45,30 @@ def timed(fn: Callable[[], object], units: int) -> float:
     return (time.perf_counter() - start) / units
 
 
+class Noop:
+    def noop(self) -> None:
+        return None
+
+
+def thread_worker_calls(calls: int, **options) -> float:
+    """Seconds per call of a thread worker (``options`` on top) doing ``calls`` no-op calls,
+    then waiting for all of them; best of 3 runs, the worker started and warmed first."""
+    from concurry import worker
+
+    w = worker(Noop).options(mode="thread", **options).init()
+    call = w.noop
+    call().result()
+
+    def body() -> None:
+        for f in [call() for _ in range(calls)]:
+            f.result()
+
+    try:
+        return best_of(lambda: timed(body, calls), repeat=3)
+    finally:
+        w.stop()
+
+
 def scale(seconds: float, unit: str) -> str:
     if unit.startswith("us"):
         return f"{seconds * 1e6:,.1f}"

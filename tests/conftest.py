@@ -15,6 +15,9 @@ from concurry import global_config
 LOCAL_MODES = ["sync", "thread", "asyncio", "process"]
 CONCURRENT_MODES = ["thread", "asyncio", "process"]  # modes where the caller does not wait
 POOL_MODES = ["thread", "process"]
+# (mode, max_workers): single workers in every local mode, and pools of two
+WORKER_SETUPS = [(m, 1) for m in LOCAL_MODES] + [(m, 2) for m in POOL_MODES]
+WORKER_SETUP_IDS = [f"{m}-pool" if n > 1 else m for m, n in WORKER_SETUPS]
 
 
 @pytest.fixture(params=LOCAL_MODES)

@@ -400,8 +400,13 @@ def test_cf_wait_with_every_return_when(new):
 
 def test_as_completed_yields_in_completion_order(new):
     fs = [new() for _ in range(3)]
-    for delay, i in ((0.15, 0), (0.05, 2), (0.1, 1)):
-        _later(delay, fs[i].set_result, i)
+
+    def finish_in_order() -> None:  # one thread, so the completion order is certain
+        for i in (2, 1, 0):
+            time.sleep(0.05)
+            fs[i].set_result(i)
+
+    _later(0, finish_in_order)
     assert [f.result() for f in cf.as_completed(fs, timeout=5)] == [2, 1, 0]
     pending = new()
     with pytest.raises(cf.TimeoutError):

@@ -30,18 +30,9 @@ from concurry import (
     task,
     worker,
 )
-from conftest import wait_until
+from conftest import WORKER_SETUP_IDS, WORKER_SETUPS, wait_until
 
-# (mode, max_workers): single workers in every local mode, and pools of two
-SETUPS = [
-    ("sync", 1),
-    ("thread", 1),
-    ("asyncio", 1),
-    ("process", 1),
-    ("thread", 2),
-    ("process", 2),
-]
-IDS = [f"{m}-pool" if n > 1 else m for m, n in SETUPS]
+SETUPS, IDS = WORKER_SETUPS, WORKER_SETUP_IDS
 POOLS = [s for s in SETUPS if s[1] > 1]
 POOL_IDS = [f"{m}-pool" for m, _ in POOLS]
 NEVER = 600.0  # a window so long that a spent call unit never comes back during a test

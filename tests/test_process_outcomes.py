@@ -70,7 +70,8 @@ class Sender:
         pid = os.fork()
         if pid == 0:
             return "from the forked copy"  # returns into the worker's loop: a user error
-        Path(path).write_text(str(pid))
+        Path(path + ".tmp").write_text(str(pid))
+        os.replace(path + ".tmp", path)  # whole at once: the test reads it as soon as it exists
         return "from the worker"
 
 

@@ -14,17 +14,9 @@ from pathlib import Path
 import pytest
 
 from concurry import RetryConfig, RetryValidationError, TaskWorker, global_config, task, temp_config, worker
+from conftest import WORKER_SETUP_IDS, WORKER_SETUPS
 
-# (mode, max_workers): single workers in every local mode, and pools of two
-SETUPS = [
-    ("sync", 1),
-    ("thread", 1),
-    ("asyncio", 1),
-    ("process", 1),
-    ("thread", 2),
-    ("process", 2),
-]
-IDS = [f"{m}-pool" if n > 1 else m for m, n in SETUPS]
+SETUPS, IDS = WORKER_SETUPS, WORKER_SETUP_IDS
 FAST = {"retry_wait": 0.01, "retry_jitter": 0.0, "retry_algorithm": "fixed"}
 LONG = {"retry_wait": 60.0, "retry_jitter": 0.0, "retry_algorithm": "fixed"}
 

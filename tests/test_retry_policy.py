@@ -526,6 +526,7 @@ BAD = [
     ),
     ({"retry_until": 5}, TypeError, "retry_until must be a callable"),
     ({"retry_until": [accept_positive, "x"]}, TypeError, "retry_until must be a callable"),
+    ({"retry_until": ValueError}, TypeError, "retry_until must be a callable"),  # a class, not a check
     (
         {"retry_until": lambda: True},
         TypeError,

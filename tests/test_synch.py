@@ -218,14 +218,14 @@ def test_wait_all(calc, all_completed):
 
 @pytest.mark.parametrize("first_completed", [FIRST_COMPLETED, "first", "first_completed"])
 def test_wait_first_completed(threads, first_completed):
-    slow, fast = threads[0].slow(1, 2.0), threads[1].slow(2, 0.01)
+    slow, fast = threads[0].slow(1, 0.5), threads[1].slow(2, 0.01)
     done, not_done = wait([slow, fast], return_when=first_completed, timeout=10)
     assert done == {fast} and not_done == {slow}
 
 
 @pytest.mark.parametrize("first_exception", [FIRST_EXCEPTION, "exception", "first_exception"])
 def test_wait_first_exception(threads, first_exception):
-    slow, ok, bad = threads[0].slow(1, 2.0), threads[1].square(3), threads[2].fail("x")
+    slow, ok, bad = threads[0].slow(1, 0.5), threads[1].square(3), threads[2].fail("x")
     done, not_done = wait([slow, ok, bad], return_when=first_exception, timeout=10)
     assert bad in done and slow in not_done
 

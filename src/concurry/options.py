@@ -125,7 +125,7 @@ def _retry_until(name: str, value: Any) -> Any:
         return None
     items = value if isinstance(value, (list, tuple)) else (value,)
     for item in items:
-        if not callable(item):
+        if not callable(item) or isinstance(item, type):  # a class "called" makes an object, not a verdict
             raise TypeError(
                 f"{name} must be a callable (result, **ctx) -> bool or a list of them, got {item!r}"
             )
