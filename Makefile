@@ -17,9 +17,10 @@ tour: $(STAMP)
 
 # Two test processes: much of the suite waits (sleeps, child start-ups), so two overlap well on
 # two cores; the tests assert order and counts, never speed, so they hold under that load.
+# The Ray tests share one local Ray, so they run in one process (--dist loadgroup, conftest.py).
 test: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks noxfile.py
-	$(PY) -m pytest -n 2
+	$(PY) -m pytest -n 2 --dist loadgroup
 
 # The suite (no lint) on every Python 3.10-3.13 found, each in its own venv under .nox/
 # (see noxfile.py); ARGS go to pytest; SKIP lists versions to leave out (e.g. SKIP=3.11).

@@ -104,7 +104,7 @@ def ray_cluster(tmp_path_factory):
     """One local Ray for the whole session, sized for the 2-core machine, bound to 127.0.0.1,
     in its own temp dir (so a killed run leaves nothing the next one would try to join).
     Yields the cluster's address, for scripts run by ``subprocess`` to join (``RAY_ADDRESS``)."""
-    ray = pytest.importorskip("ray")  # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER is set above
+    import ray  # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER is set above
     ray.init(
         address="local",
         num_cpus=2,
@@ -118,3 +118,11 @@ def ray_cluster(tmp_path_factory):
         yield ray.get_runtime_context().gcs_address
     finally:
         ray.shutdown()
+
+
+def pytest_itemcollected(item):
+    """Tests that use Ray run in one xdist process (``--dist loadgroup``): one local Ray serves
+    them all, rather than one Ray per test process competing for the two cores. (Marked as each
+    item is collected: xdist reads the groups before conftest's modifyitems hooks run.)"""
+    if "ray_cluster" in getattr(item, "fixturenames", ()):
+        item.add_marker(pytest.mark.xdist_group("ray"))

@@ -3,10 +3,7 @@ one limiter, kept by one actor; atomic multi-key grants; rate accuracy of the fi
 2 contending actors; try/async acquire (300 concurrent waiters), update, timeout; units of a killed
 holder come back; a caller's release counts before its next call; pickled copies share the
 keeper; the keeper goes with its driver; bad input; LimitPool of ray sets; which worker modes a
-ray set serves (and a CallLimit ray set on in-process workers); no Ray installed.
-
-Self-contained: a module fixture starts a small local Ray unless one is already up (a session
-fixture can take over by starting it first)."""
+ray set serves (and a CallLimit ray set on in-process workers); no Ray installed."""
 
 from __future__ import annotations
 
@@ -15,48 +12,24 @@ import itertools
 import logging
 import os
 import pickle
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
 import pytest
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # Ray binds 127.0.0.1 only
-ray = pytest.importorskip("ray")
+import ray
 
-from concurry import CallLimit, LimitPool, LimitSet, RateLimit, ResourceLimit, worker  # noqa: E402
-from concurry.limits.ray_store import _TRY, _dumps  # noqa: E402
-from conftest import process_alive  # noqa: E402
-from limits_checks import check_bound, throughput  # noqa: E402
+from concurry import CallLimit, LimitPool, LimitSet, RateLimit, ResourceLimit, worker
+from concurry.limits.ray_store import _TRY, _dumps
+from conftest import process_alive
+from limits_checks import check_bound, throughput
 
 # The actors below are defined here: Ray sends them by value (workers cannot import this file).
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    """One small local Ray for this file, in its own temp dir (a killed run leaves no cluster file
-    that the next run would try to join)."""
-    if ray.is_initialized():  # a session-wide Ray (conftest) is already up: use it
-        yield
-        return
-    temp_dir = tempfile.mkdtemp(prefix="cl-ray-", dir="/tmp")
-    ray.init(
-        num_cpus=2,
-        object_store_memory=200_000_000,
-        include_dashboard=False,
-        _temp_dir=temp_dir,
-        log_to_driver=False,
-    )
-    try:
-        yield
-    finally:
-        ray.shutdown()
-        shutil.rmtree(temp_dir, ignore_errors=True)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("ray_cluster")]
 
 
 def _ray_set(limits, **kwargs):

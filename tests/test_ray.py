@@ -17,13 +17,10 @@ import threading
 import time
 
 import pytest
+import ray
 
-from conftest import process_alive, wait_until
-
-ray = pytest.importorskip("ray")  # until Ray joins the dev extra
-
-import concurry  # noqa: E402
-from concurry import (  # noqa: E402
+import concurry
+from concurry import (
     Executor,
     RetryValidationError,
     WorkerCrashedError,
@@ -33,6 +30,7 @@ from concurry import (  # noqa: E402
     worker,
     wrap_future,
 )
+from conftest import process_alive, wait_until
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("ray_cluster")]
 
