@@ -11,16 +11,30 @@ import pytest
 
 from concurry import global_config
 
-# Behavioural tests run in every local mode, so the modes cannot drift apart.
+# Behavioural tests run in every mode, so the modes cannot drift apart. Cases marked ``ray`` run
+# on the session's one local Ray (``ray_cluster``), all in one xdist process.
+RAY = pytest.param("ray", marks=pytest.mark.ray, id="ray")
 LOCAL_MODES = ["sync", "thread", "asyncio", "process"]
-CONCURRENT_MODES = ["thread", "asyncio", "process"]  # modes where the caller does not wait
-POOL_MODES = ["thread", "process"]
-# (mode, max_workers): single workers in every local mode, and pools of two
-WORKER_SETUPS = [(m, 1) for m in LOCAL_MODES] + [(m, 2) for m in POOL_MODES]
-WORKER_SETUP_IDS = [f"{m}-pool" if n > 1 else m for m, n in WORKER_SETUPS]
+MODES = [*LOCAL_MODES, RAY]
+CONCURRENT_MODES = ["thread", "asyncio", "process", RAY]  # modes where the caller does not wait
+POOL_MODES = ["thread", "process", RAY]
+OUT_OF_PROCESS = ("process", "ray")  # modes whose instance lives in another process
 
 
-@pytest.fixture(params=LOCAL_MODES)
+def _setup(mode: str, max_workers: int):
+    marks = [pytest.mark.ray] if mode == "ray" else []
+    return pytest.param((mode, max_workers), marks=marks, id=f"{mode}-pool" if max_workers > 1 else mode)
+
+
+# (mode, max_workers) as one parameter: single workers in every mode, and pools of two
+WORKER_SETUPS = [_setup(m, 1) for m in [*LOCAL_MODES, "ray"]] + [
+    _setup(m, 2) for m in ("thread", "process", "ray")
+]
+WORKER_SETUP_IDS = [p.id for p in WORKER_SETUPS]
+POOL_SETUPS = [p for p in WORKER_SETUPS if p.values[0][1] > 1]
+
+
+@pytest.fixture(params=MODES)
 def mode(request) -> str:
     return request.param
 
@@ -105,6 +119,7 @@ def ray_cluster(tmp_path_factory):
     in its own temp dir (so a killed run leaves nothing the next one would try to join).
     Yields the cluster's address, for scripts run by ``subprocess`` to join (``RAY_ADDRESS``)."""
     import ray  # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER is set above
+
     ray.init(
         address="local",
         num_cpus=2,
@@ -121,8 +136,15 @@ def ray_cluster(tmp_path_factory):
 
 
 def pytest_itemcollected(item):
-    """Tests that use Ray run in one xdist process (``--dist loadgroup``): one local Ray serves
-    them all, rather than one Ray per test process competing for the two cores. (Marked as each
+    """Tests marked ``ray`` run in one xdist process (``--dist loadgroup``): one local Ray serves
+    them all, rather than one Ray per test process competing for the two cores. (Grouped as each
     item is collected: xdist reads the groups before conftest's modifyitems hooks run.)"""
-    if "ray_cluster" in getattr(item, "fixturenames", ()):
+    if item.get_closest_marker("ray") is not None:
         item.add_marker(pytest.mark.xdist_group("ray"))
+
+
+@pytest.fixture(autouse=True)
+def _ray_for_ray_cases(request):
+    """A case marked ``ray`` (a module, a test or one parameter) gets the session's Ray."""
+    if request.node.get_closest_marker("ray") is not None:
+        request.getfixturevalue("ray_cluster")

@@ -11,6 +11,7 @@ import pytest
 
 from concurry import worker
 from concurry.runtime import call_has_futures, collect_futures, replace_futures
+from conftest import OUT_OF_PROCESS
 
 # pickle itself gives up a little below 500 levels of nested lists on Python 3.10/3.11, so the
 # process mode is checked at a depth it can carry; the other modes pass objects as they are.
@@ -90,7 +91,7 @@ def test_shared_references_stay_shared(inspector):
 
 @pytest.mark.timeout(60)
 def test_deeply_nested_arguments(inspector, mode):
-    depth = PICKLABLE_DEPTH if mode == "process" else DEEP
+    depth = PICKLABLE_DEPTH if mode in OUT_OF_PROCESS else DEEP
     assert inspector.depth(nest(depth, [])).result(timeout=30) == (depth, [])
     assert inspector.depth(nest(depth, done(6))).result(timeout=30) == (depth, 6)
 

@@ -12,7 +12,7 @@ import pytest
 
 from concurry import WorkerStoppedError, worker
 from concurry.options import WorkerOptions
-from conftest import child_pids, concurry_threads, open_fds, wait_until
+from conftest import OUT_OF_PROCESS, child_pids, concurry_threads, open_fds, wait_until
 from test_workers import (
     Blocker,
     BrokenInit,
@@ -166,7 +166,7 @@ def test_worker_own_stop_runs_when_handle_stops(mode):
     w = worker(OwnStop).options(mode=mode).init()
     assert w.ping().result(timeout=10) == "pong"
     w.stop()
-    if mode != "process":  # in process mode it ran in the child, whose memory we cannot see
+    if mode not in OUT_OF_PROCESS:  # else it ran in the worker process, whose memory we cannot see
         assert OwnStop.stopped_flags == ["stopped"]
 
 

@@ -30,11 +30,9 @@ from concurry import (
     task,
     worker,
 )
-from conftest import WORKER_SETUP_IDS, WORKER_SETUPS, wait_until
+from conftest import POOL_SETUPS, WORKER_SETUP_IDS, WORKER_SETUPS, wait_until
 
 SETUPS, IDS = WORKER_SETUPS, WORKER_SETUP_IDS
-POOLS = [s for s in SETUPS if s[1] > 1]
-POOL_IDS = [f"{m}-pool" for m, _ in POOLS]
 NEVER = 600.0  # a window so long that a spent call unit never comes back during a test
 
 
@@ -47,7 +45,8 @@ class Guarded:
     def describe(self) -> tuple:
         limits = self.limits
         keys = sorted(limits.keys) if isinstance(limits, LimitSet) else None
-        return type(limits).__name__, keys, limits.shared, limits is self.in_init
+        kind = "LimitSet" if isinstance(limits, LimitSet) else type(limits).__name__  # or a subclass
+        return kind, keys, limits.shared, limits is self.in_init
 
     def always_grants(self) -> tuple:
         with self.limits.acquire(requested={"anything": 7}, timeout=5) as acq:
@@ -134,7 +133,7 @@ def _call(w, setup, method: str, *args):
 
 def _shared(setup, *limits) -> LimitSet:
     """A set shared with the caller that can serve this setup's workers."""
-    return LimitSet(list(limits), shared=True, mode="process" if setup[0] == "process" else "thread")
+    return LimitSet(list(limits), shared=True, mode=setup[0] if setup[0] in ("process", "ray") else "thread")
 
 
 @pytest.fixture(params=SETUPS, ids=IDS)
@@ -205,7 +204,7 @@ def test_self_limits_in_pydantic_slots_and_worker_subclasses():
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("setup", POOLS, ids=POOL_IDS)
+@pytest.mark.parametrize("setup", POOL_SETUPS)
 def test_a_list_given_to_a_pool_is_one_set_for_all_its_workers(setup, tmp_path):
     free, limited = tmp_path / "free", tmp_path / "limited"
     free.mkdir()

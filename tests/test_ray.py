@@ -32,7 +32,7 @@ from concurry import (
 )
 from conftest import process_alive, wait_until
 
-pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("ray_cluster")]
+pytestmark = [pytest.mark.timeout(120), pytest.mark.ray]
 
 
 @worker(mode="ray")

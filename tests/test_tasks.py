@@ -11,7 +11,7 @@ import time
 import pytest
 
 from concurry import BaseFuture, Executor, TaskWorker, WorkerStoppedError, task
-from conftest import concurry_threads, wait_until
+from conftest import OUT_OF_PROCESS, concurry_threads, wait_until
 
 
 def square(x: int) -> int:
@@ -137,7 +137,7 @@ def test_taskworker_runs_on_its_worker(mode):
         pid, tid = tw.submit(where).result(timeout=10)
         if mode == "sync":
             assert (pid, tid) == (os.getpid(), threading.get_ident())
-        elif mode == "process":
+        elif mode in OUT_OF_PROCESS:
             assert pid != os.getpid()
         else:
             assert pid == os.getpid() and tid != threading.get_ident()

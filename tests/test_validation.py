@@ -19,7 +19,7 @@ from pydantic import (
 )
 
 from concurry import Worker, worker
-from conftest import concurry_threads
+from conftest import OUT_OF_PROCESS, concurry_threads
 
 # ---- model workers (module level so process mode can import them) ----
 
@@ -145,7 +145,7 @@ def test_pydantic_post_init_runs_where_the_instance_lives(mode):
         pid, tid = w.hook_ran_at().result(timeout=10)
         if mode == "sync":
             assert (pid, tid) == (os.getpid(), threading.get_ident())
-        elif mode == "process":
+        elif mode in OUT_OF_PROCESS:
             assert pid != os.getpid()
         else:
             assert pid == os.getpid() and tid != threading.get_ident()
@@ -177,11 +177,11 @@ def test_typed_worker_coerces_and_runs_post_initialize_where_it_lives(mode):
         pid, tid = hooks[0]
         if mode == "sync":
             assert (pid, tid) == (os.getpid(), threading.get_ident())
-        elif mode == "process":
+        elif mode in OUT_OF_PROCESS:
             assert pid != os.getpid()
         else:
             assert pid == os.getpid() and tid != threading.get_ident()
-        if mode != "process":
+        if mode not in OUT_OF_PROCESS:
             assert len(HOOK_CALLS) == 1
     finally:
         w.stop()
