@@ -12,8 +12,10 @@ import pytest
 from concurry import global_config
 
 # Behavioural tests run in every mode, so the modes cannot drift apart. Cases marked ``ray`` run
-# on the session's one local Ray (``ray_cluster``), all in one xdist process.
-RAY = pytest.param("ray", marks=pytest.mark.ray, id="ray")
+# on the session's one local Ray (``ray_cluster``), all in one xdist process; the ray cases of
+# these every-mode tests are also marked ``ray_matrix`` (CI runs them on one Python, see .ci/run).
+_RAY_MARKS = [pytest.mark.ray, pytest.mark.ray_matrix]
+RAY = pytest.param("ray", marks=_RAY_MARKS, id="ray")
 LOCAL_MODES = ["sync", "thread", "asyncio", "process"]
 MODES = [*LOCAL_MODES, RAY]
 CONCURRENT_MODES = ["thread", "asyncio", "process", RAY]  # modes where the caller does not wait
@@ -22,7 +24,7 @@ OUT_OF_PROCESS = ("process", "ray")  # modes whose instance lives in another pro
 
 
 def _setup(mode: str, max_workers: int):
-    marks = [pytest.mark.ray] if mode == "ray" else []
+    marks = _RAY_MARKS if mode == "ray" else []
     return pytest.param((mode, max_workers), marks=marks, id=f"{mode}-pool" if max_workers > 1 else mode)
 
 
