@@ -111,8 +111,11 @@ def wait_until(predicate, timeout: float = 5.0, interval: float = 0.01) -> bool:
     return predicate()
 
 
-# Ray reads this when it is imported: it then binds 127.0.0.1 (tests and their scripts alike).
+# Ray reads these when it is imported (tests and their scripts alike): it then binds 127.0.0.1,
+# and the test clusters need no token (Ray 2.60 keeps one token file per user: two clusters at
+# once, as with the multi-node test's, could refuse each other's drivers).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
 @pytest.fixture(scope="session")
