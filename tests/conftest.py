@@ -112,8 +112,8 @@ def wait_until(predicate, timeout: float = 5.0, interval: float = 0.01) -> bool:
 
 
 # Ray reads these when it is imported (tests and their scripts alike): it then binds 127.0.0.1,
-# and the test clusters need no token (Ray 2.60 keeps one token file per user: two clusters at
-# once, as with the multi-node test's, could refuse each other's drivers).
+# and the test clusters (loopback only) use no token: with Ray 2.60's token authentication a
+# driver joining a second cluster on the machine was refused ("InvalidAuthToken").
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
