@@ -96,14 +96,14 @@ class BrokenInit:
 
 
 @pytest.fixture(scope="module")
-def box():
+def box(ray_cluster):
     w = Box.init(10)
     yield w
     w.stop()
 
 
 @pytest.fixture(scope="module")
-def other():
+def other(ray_cluster):
     w = Box.init()
     yield w
     w.stop()
@@ -184,6 +184,22 @@ def test_wait_and_gather_mix_ray_and_local_futures(box):
         assert len(done) == 2 and not not_done
     finally:
         local.shutdown()
+
+
+def test_wait_checks_ray_futures_in_batches_when_their_callbacks_are_held_up(box, other):
+    """A user's slow done-callback holds Ray's one callback thread: wait/gather still see the
+    other Ray futures finish, by their batch check (one ray.wait for the pending ones)."""
+    gate = threading.Event()
+    held = box.nap(0.0)
+    held.add_done_callback(lambda _: gate.wait(30))
+    try:
+        assert wait_until(lambda: held.done(), 30)  # its callback is running now, and waits
+        later = [other.add(0), wrap_future(ray.put(5)), box.nap(0.1)]
+        done, not_done = wait(later, timeout=20, return_when="all")
+        assert len(done) == 3 and not not_done
+        assert gather([other.add(1), box.nap(0.0)], timeout=20) == [other.add(0).result(timeout=20), 0.0]
+    finally:
+        gate.set()
 
 
 def test_wrap_future_of_an_object_ref_is_a_ray_future():

@@ -11,7 +11,9 @@ The engine under ``wait``/``gather`` and their async versions.
 - Any other ``BaseFuture`` (an ``AsyncioFuture`` of another loop, ...) reports through
   ``add_done_callback``; asyncio futures of the running loop through their own callbacks.
 - Remote futures whose class defines ``__concurry_poll__(futures) -> done futures`` (Ray) are
-  checked in batches by the waiting thread, at intervals chosen by ``PollingAlgorithm``.
+  checked in batches by the waiting thread, at intervals chosen by ``PollingAlgorithm``. A
+  remote future that is also a ``concurrent.futures`` future (``RayFuture``) gets both: the
+  waiter reports it, the batch check settles it should its own completion be late.
 """
 
 from __future__ import annotations
@@ -151,17 +153,19 @@ class _Collection:
         original = f  # what is queued when it finishes, whatever is watched in its place
         if isinstance(f, cf.Future):
             with f._condition:
-                if f._state in DONE_STATES:
+                done = f._state in DONE_STATES
+                if done:
                     self.finished.append(f)
                 else:
                     f._waiters.append(self)
                     self._installed.add(f)
+            poll = None if done else poll_function(f)
+            if poll is not None:  # a remote one (RayFuture): also checked in batches
+                self._poll(poll, f)
             return
         poll = poll_function(f)
         if poll is not None:
-            if self.poller is None:
-                self.poller = _Poller()
-            self.poller.add(poll, f)
+            self._poll(poll, f)
             return
         if isinstance(f, AsyncioFuture) and f._loop is loop:
             f = f._future
@@ -180,10 +184,15 @@ class _Collection:
         relay = self._relay
         f.add_done_callback(lambda _: relay(original))
 
+    def _poll(self, poll: Callable[[list[Any]], Iterable[Any]], f: Any) -> None:
+        if self.poller is None:
+            self.poller = _Poller()
+        self.poller.add(poll, f)
+
     def take_finished(self) -> list[Any]:
         """Check remote futures, then hand over every future queued so far (each once)."""
-        if self.poller:
-            self.finished.extend(self.poller.poll())
+        if self.poller:  # (a concurrent.futures one the check finished was queued by its waiter)
+            self.finished.extend(f for f in self.poller.poll() if not isinstance(f, cf.Future))
         taken = []
         while self.finished:  # popleft, not copy-and-clear: other threads append meanwhile
             taken.append(self.finished.popleft())

@@ -105,6 +105,18 @@ class RayFuture(ConcurrentFuture[T]):
         self.set_running_or_notify_cancel()  # waiters (wait, as_completed) see it now
         return True
 
+    @staticmethod
+    def __concurry_poll__(futures: list[RayFuture[Any]]) -> list[RayFuture[Any]]:
+        """``wait``/``gather``'s batch check: one ``ray.wait`` for every pending future; those
+        Ray has finished are settled here, in case their callback is late (Ray runs callbacks
+        on one thread, where a user's slow done-callback holds up the others)."""
+        pending = {f._ref: f for f in futures if f._ref is not None and f._state not in _DONE}
+        if pending:
+            ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0, fetch_local=False)
+            for ref in ready:
+                pending[ref]._fetch(0)
+        return [f for f in futures if f._state in _DONE]
+
     def __reduce__(self) -> Any:
         # Passed inside an argument (unwrap_futures=False, or nested in a container), it travels
         # as a future over the same ref; the other side asks Ray when it needs the value.
