@@ -30,7 +30,7 @@ TITLE = "Ray: worker call overhead and start, shared limits, against raw Ray"
 
 BATCH_CALLS = 2_000
 ROUND_TRIPS = 300
-STARTS = 4
+STARTS = 6
 LIMIT_CALLS = 1_000
 ROUNDS = 7
 
