@@ -5,7 +5,9 @@
 3. Shared limits: a pool whose workers share a few "connections" and a request rate.
 4. A table of per-call overhead measured here, next to ``concurrent.futures``.
 
-Modes are detected at run time, so the tour grows as backends land. It finishes in seconds.
+Modes are detected at run time, so the tour grows as backends land. It finishes in seconds, plus
+a few for starting a local Ray (bound to 127.0.0.1) when Ray is installed; that Ray is shut down at
+the end.
 """
 
 from __future__ import annotations
@@ -74,9 +76,11 @@ def _noop() -> None:
 
 
 def available_modes() -> dict[str, str | None]:
-    """Each mode -> ``None`` if it can run here, else why not."""
+    """Each mode -> ``None`` if it can run here, else why not (for Ray: how to install it)."""
     from concurry.backends import backend_class
 
+    # Read by Ray when it is imported (below, if installed): a local Ray then binds 127.0.0.1 only.
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     modes: dict[str, str | None] = {}
     for mode in ExecutionMode:
         try:
@@ -84,9 +88,38 @@ def available_modes() -> dict[str, str | None]:
         except (ImportError, ValueError) as exc:
             modes[mode.value] = str(exc).split(";")[0]
             continue
-        slow = mode is ExecutionMode.RAY
-        modes[mode.value] = "skipped in the tour (starting Ray takes a while)" if slow else None
+        modes[mode.value] = None
     return modes
+
+
+def start_ray(modes: dict[str, str | None]) -> bool:
+    """Start Ray as the library does on a ray worker's first start (or join ``RAY_ADDRESS``'s),
+    saying so first: it takes a few seconds. True if the tour must shut it down at the end."""
+    if modes.get(ExecutionMode.RAY.value) is not None:
+        return False
+    import ray
+
+    from concurry.backends.ray_future import ensure_ray
+
+    if ray.is_initialized():
+        return False
+    print("\nStarting Ray for mode 'ray' (a few seconds) ...", flush=True)
+    start = time.perf_counter()
+    try:
+        ensure_ray()
+    except Exception as exc:  # the rest of the tour runs without it
+        modes[ExecutionMode.RAY.value] = f"Ray did not start: {exc}"
+        print(f"Ray did not start: {exc}", flush=True)
+        stop_ray()  # whatever part of it did start
+        return False
+    print(f"Ray started in {time.perf_counter() - start:.1f} s.", flush=True)
+    return True
+
+
+def stop_ray() -> None:
+    import ray
+
+    ray.shutdown()  # ends the local Ray's processes it started
 
 
 def section(title: str) -> None:
@@ -191,8 +224,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=(
             "A short tour of concurry on this machine: the same worker class in every available "
             "mode, a pool of thread workers with a progress bar, a pool sharing limits, and the "
-            "per-call overhead measured here next to concurrent.futures. Takes a few seconds; takes "
-            "no arguments."
+            "per-call overhead measured here next to concurrent.futures. Takes a few seconds (a few "
+            "more when Ray is installed: a local Ray is started for mode 'ray', and shut down at the "
+            "end); takes no arguments."
         ),
     )
     return parser.parse_args(argv)
@@ -207,10 +241,15 @@ def main(argv: list[str] | None = None) -> None:
         flush=True,
     )
     modes = available_modes()
-    tour_modes(modes)
-    tour_pool(modes)
-    tour_limits(modes)
-    tour_overhead(modes)
+    started_ray = start_ray(modes)
+    try:
+        tour_modes(modes)
+        tour_pool(modes)
+        tour_limits(modes)
+        tour_overhead(modes)
+    finally:
+        if started_ray:
+            stop_ray()
     print(f"\nTour finished in {time.perf_counter() - start:.1f} s.", flush=True)
 
 

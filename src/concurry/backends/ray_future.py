@@ -129,6 +129,8 @@ def _rebuilt(ref: Any) -> RayFuture[Any]:
 
 def settle(future: cf.Future, source: cf.Future, convert: Convert, method: str = "the method") -> None:
     """Copy the outcome of Ray's finished ``source`` into ``future`` (errors made ours)."""
+    if future.done():  # ``result()`` got it from Ray first (a set_result now would build an error)
+        return
     error = source.exception()
     if error is None:
         set_outcome(future, source.result(), None)
