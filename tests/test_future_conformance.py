@@ -80,6 +80,14 @@ def test_the_state_names_are_the_ones_futures_go_through():
     assert ConcurrentFuture()._state == cf_base.PENDING and SyncFuture(1)._state == cf_base.FINISHED
 
 
+def test_a_pending_futures_done_callbacks_are_kept_in_done_callbacks():
+    """Ray mode looks there to settle a future with callbacks off Ray's own thread."""
+    for f in (cf.Future(), ConcurrentFuture()):
+        assert f._done_callbacks == []
+        f.add_done_callback(print)
+        assert f._done_callbacks == [print]
+
+
 class _Recording:
     """Wraps an object and records the names of the attributes used on it."""
 

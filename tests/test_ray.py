@@ -186,18 +186,23 @@ def test_wait_and_gather_mix_ray_and_local_futures(box):
         local.shutdown()
 
 
-def test_wait_checks_ray_futures_in_batches_when_their_callbacks_are_held_up(box, other):
-    """A user's slow done-callback holds Ray's one callback thread: wait/gather still see the
-    other Ray futures finish, by their batch check (one ray.wait for the pending ones)."""
+def test_a_done_callback_may_wait_for_another_ray_future(box, other):
+    """User callbacks do not run on Ray's own callback thread (which handles every Ray reply to
+    this process): one that waits for another Ray future gets it, and while a slow one runs the
+    other futures keep finishing, for wait, gather and result alike."""
+    chained: cf.Future = cf.Future()
     gate = threading.Event()
-    held = box.nap(0.0)
-    held.add_done_callback(lambda _: gate.wait(30))
+    first = box.nap(0.3)
+    first.add_done_callback(lambda f: chained.set_result(other.add(f.result()).result(timeout=20)))
+    slow = box.nap(0.3)
+    slow.add_done_callback(lambda _: gate.wait(30))
     try:
-        assert wait_until(lambda: held.done(), 30)  # its callback is running now, and waits
+        assert chained.result(timeout=30) == other.add(0).result(timeout=20)
+        assert wait_until(slow.done, 30)  # its callback is running now, and waits for the gate
         later = [other.add(0), wrap_future(ray.put(5)), box.nap(0.1)]
-        done, not_done = wait(later, timeout=20, return_when="all")
+        done, not_done = wait(later, timeout=20)
         assert len(done) == 3 and not not_done
-        assert gather([other.add(1), box.nap(0.0)], timeout=20) == [other.add(0).result(timeout=20), 0.0]
+        assert gather([box.nap(0.0), wrap_future(ray.put(6))], timeout=20) == [0.0, 6]
     finally:
         gate.set()
 

@@ -14,6 +14,7 @@ is ``CancelledError``.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures as cf
 import threading
 from collections.abc import Callable
@@ -108,8 +109,7 @@ class RayFuture(ConcurrentFuture[T]):
     @staticmethod
     def __concurry_poll__(futures: list[RayFuture[Any]]) -> list[RayFuture[Any]]:
         """``wait``/``gather``'s batch check: one ``ray.wait`` for every pending future; those
-        Ray has finished are settled here, in case their callback is late (Ray runs callbacks
-        on one thread, where a user's slow done-callback holds up the others)."""
+        Ray has finished are settled here, should their completion callback be late."""
         pending = {f._ref: f for f in futures if f._ref is not None and f._state not in _DONE}
         if pending:
             ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0, fetch_local=False)
@@ -128,9 +128,21 @@ def _rebuilt(ref: Any) -> RayFuture[Any]:
 
 
 def settle(future: cf.Future, source: cf.Future, convert: Convert, method: str = "the method") -> None:
-    """Copy the outcome of Ray's finished ``source`` into ``future`` (errors made ours)."""
+    """Copy the outcome of Ray's finished ``source`` into ``future`` (errors made ours).
+
+    Called on Ray's callback thread, which is also the thread that handles every Ray reply to
+    this process: while it runs nothing of Ray's finishes here. A future with done-callbacks
+    (the user's: they may wait for another Ray future, or just be slow) is therefore settled
+    on a thread of ours; one without is settled at once (the common case, no thread hop)."""
     if future.done():  # ``result()`` got it from Ray first (a set_result now would build an error)
         return
+    if future._done_callbacks:
+        _callbacks.run(_settle, future, source, convert, method)
+    else:
+        _settle(future, source, convert, method)
+
+
+def _settle(future: cf.Future, source: cf.Future, convert: Convert, method: str) -> None:
     error = source.exception()
     if error is None:
         set_outcome(future, source.result(), None)
@@ -138,6 +150,37 @@ def settle(future: cf.Future, source: cf.Future, convert: Convert, method: str =
         set_outcome(future, None, convert(error, "", method))
 
 
+class _CallbackThread:
+    """Runs queued settles in order on one thread of ours, started when work arrives and
+    ended when there is none (so no thread is left behind between bursts, or at exit)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: collections.deque = collections.deque()
+        self._running = False
+
+    def run(self, fn: Callable[..., None], *args: Any) -> None:
+        with self._lock:
+            self._queue.append((fn, args))
+            if self._running:
+                return
+            self._running = True
+        try:
+            threading.Thread(target=self._drain, name="concurry-ray-callbacks", daemon=True).start()
+        except RuntimeError:  # interpreter shutting down: no new threads, run it here
+            self._drain()
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                if not self._queue:
+                    self._running = False
+                    return
+                fn, args = self._queue.popleft()
+            fn(*args)  # (a user callback's own error is logged by concurrent.futures)
+
+
+_callbacks = _CallbackThread()
 _init_lock = threading.Lock()
 
 
