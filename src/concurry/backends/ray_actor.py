@@ -9,6 +9,10 @@ worker sends it (its pickle, type name, text and worker-side traceback): Ray wra
 ``RayTaskError``, the caller's side unwraps and rebuilds the user's exception with its original
 type. Anything the method raises, ``BaseException``s included, becomes a ``CallFailed``: a
 ``SystemExit`` must fail the call, not end the actor (Ray takes it as the actor's exit).
+
+Stopping: ``_concurry_stop`` runs in its own concurrency group (``CONTROL``, one thread), so it
+reaches the instance while a call runs on the default group's thread (still one call at a time,
+in submission order): a back-off between retries then ends at once with the call's last error.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import concurrent.futures as cf
 import os
 import pickle
 from typing import Any
+
+import ray
 
 from ..futures import BaseFuture, SyncFuture
 from ..runtime import Runtime
@@ -63,12 +69,22 @@ class RayActor:
             result = _settled(result)  # a nested worker's future: its outcome travels back
         return result
 
+    @ray.method(concurrency_group="concurry_control")
+    def _concurry_stop(self) -> None:
+        """The worker is stopping: cut a back-off short (runs beside the call in progress)."""
+        if self._runtime is not None:
+            self._runtime.request_stop()
+
     def _concurry_close(self) -> None:
         """Run the instance's own ``stop()`` (if its class has one) before the actor is killed."""
         if self._runtime is not None:
             self._runtime.request_stop()
             self._runtime.close()
 
+
+# the actor's concurrency groups: the stop signal's own thread, beside the calls' (the default group)
+CONTROL = "concurry_control"
+CONCURRENCY_GROUPS = {CONTROL: 1}
 
 # names Ray's actor classes use themselves (and a worker class's own constructors): such methods
 # go through the generic task
