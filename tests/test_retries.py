@@ -220,16 +220,16 @@ def _assert_ended(future) -> None:
 
 # ray joins the stop-during-back-off cases here (on the session Ray, in Ray's test process)
 # until it is in WORKER_SETUPS
-STOP_SETUPS = [pytest.param(s, id=i) for s, i in zip(SETUPS, IDS, strict=True)] + [
-    pytest.param(s, id="ray-pool" if s[1] > 1 else "ray", marks=pytest.mark.xdist_group("ray"))
-    for s in [("ray", 1), ("ray", 2)]
-    if s not in SETUPS
+RAY_STOP_SETUPS = [
+    pytest.param(s, id=i, marks=pytest.mark.xdist_group("ray"))
+    for s, i in [(("ray", 1), "ray"), (("ray", 2), "ray-pool")]
+    if i not in IDS
 ]
 
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("method", ["fail_marking", "fail_marking_async"])
-@pytest.mark.parametrize("setup", STOP_SETUPS)
+@pytest.mark.parametrize("setup", [*SETUPS, *RAY_STOP_SETUPS], ids=[*IDS, *(p.id for p in RAY_STOP_SETUPS)])
 def test_stop_during_a_long_back_off_ends_the_call_promptly(setup, method, tmp_path, request):
     if setup[0] == "ray":
         request.getfixturevalue("ray_cluster")

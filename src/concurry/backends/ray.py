@@ -93,8 +93,6 @@ class RayBackend(Backend):
         options = dict(self.options.ray_options)
         if "name" in options and self.options.is_pool:  # one name per actor: "name-0", "name-1r1", ...
             options["name"] = f"{options['name']}-{self.name.split('.', 1)[1]}"
-        if "concurrency_groups" in options:  # the user's groups, and the stop signal's
-            options["concurrency_groups"] = {**options["concurrency_groups"], **CONCURRENCY_GROUPS}
         self._actor = _remote_class(self.cls).options(**options).remote(payload, sys.path)
         self._remotes: dict[str, Any] = {}
         self._ready_ref = self._actor._concurry_ready.remote()

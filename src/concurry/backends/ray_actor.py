@@ -13,6 +13,7 @@ type. Anything the method raises, ``BaseException``s included, becomes a ``CallF
 Stopping: ``_concurry_stop`` runs in its own concurrency group (``CONTROL``, one thread), so it
 reaches the instance while a call runs on the default group's thread (still one call at a time,
 in submission order): a back-off between retries then ends at once with the call's last error.
+(The calls therefore run on that group's thread, not on the actor process's main thread.)
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ import ray
 from ..futures import BaseFuture, SyncFuture
 from ..runtime import Runtime
 from .process_child import encode_error
+
+# the actor's concurrency groups: the stop signal's own thread, beside the calls' (the default group)
+CONTROL = "concurry_control"
+CONCURRENCY_GROUPS = {CONTROL: 1}
 
 
 class CallFailed(Exception):
@@ -69,7 +74,7 @@ class RayActor:
             result = _settled(result)  # a nested worker's future: its outcome travels back
         return result
 
-    @ray.method(concurrency_group="concurry_control")
+    @ray.method(concurrency_group=CONTROL)
     def _concurry_stop(self) -> None:
         """The worker is stopping: cut a back-off short (runs beside the call in progress)."""
         if self._runtime is not None:
@@ -81,10 +86,6 @@ class RayActor:
             self._runtime.request_stop()
             self._runtime.close()
 
-
-# the actor's concurrency groups: the stop signal's own thread, beside the calls' (the default group)
-CONTROL = "concurry_control"
-CONCURRENCY_GROUPS = {CONTROL: 1}
 
 # names Ray's actor classes use themselves (and a worker class's own constructors): such methods
 # go through the generic task
