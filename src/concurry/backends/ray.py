@@ -24,7 +24,9 @@ with ``WorkerCrashedError`` (Ray fails them all), later calls raise it, a pool i
 Stopping: calls finish (or are cancelled at the deadline), the instance's own ``stop()`` runs,
 then the actor is killed (``ray.kill``). Calls cannot be taken back from an actor reliably
 (``ray.cancel`` is not used, see ``RayFuture.cancel``): ``cancel_futures`` cancels their futures
-and the actor dies before running them. A back-off between retries is not cut short by stop.
+and the actor dies before running them. Stop first signals the actor (its own concurrency group,
+so the signal gets in while a call runs): a back-off between retries ends at once, the call fails
+with its last error, later calls get no more retries.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from ..futures import BaseFuture, ConcurrentFuture, SyncFuture, force_cancel, re
 from ..runtime import CallOptions, call_has_futures, replace_futures
 from ..thread_exit import join
 from .base import Backend
-from .ray_actor import RESERVED, actor_class
+from .ray_actor import CONCURRENCY_GROUPS, RESERVED, actor_class
 from .ray_future import RayFuture, ensure_ray, ray_error, settle
 
 _actor_classes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # worker class -> Ray actor class
@@ -59,7 +61,7 @@ _in_callback = threading.local()
 def _remote_class(cls: type) -> Any:
     remote = _actor_classes.get(cls)
     if remote is None:
-        remote = _actor_classes[cls] = ray.remote(actor_class(cls))
+        remote = _actor_classes[cls] = ray.remote(concurrency_groups=CONCURRENCY_GROUPS)(actor_class(cls))
     return remote
 
 
@@ -305,6 +307,7 @@ class RayBackend(Backend):
             self._stopped = True
             return
         if self._begin_stop():
+            self._signal_stop()
             if cancel_futures:
                 self._cancel_queued()
             if sys.is_finalizing():  # a thread started now would never run (3.10/3.11 hang in start)
@@ -322,6 +325,15 @@ class RayBackend(Backend):
         waits = wait and stopper is not None and not self.runs_on(threading.current_thread())
         if waits and not join(stopper, timeout):
             self._abort()  # this call's deadline passed: cancel what is left, kill the actor
+
+    def _signal_stop(self) -> None:
+        """Tell the actor at once (not waiting for it): a back-off in progress ends now."""
+        if self._crashed or sys.is_finalizing():
+            return
+        try:
+            self._actor._concurry_stop.remote()
+        except Exception:  # the actor or Ray is gone: nothing waits to be cut short
+            pass
 
     def _cancel_queued(self) -> None:
         """Cancel every call not started: the held ones, and those queued at the actor behind

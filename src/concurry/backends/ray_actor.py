@@ -9,6 +9,11 @@ worker sends it (its pickle, type name, text and worker-side traceback): Ray wra
 ``RayTaskError``, the caller's side unwraps and rebuilds the user's exception with its original
 type. Anything the method raises, ``BaseException``s included, becomes a ``CallFailed``: a
 ``SystemExit`` must fail the call, not end the actor (Ray takes it as the actor's exit).
+
+Stopping: ``_concurry_stop`` runs in its own concurrency group (``CONTROL``, one thread), so it
+reaches the instance while a call runs on the default group's thread (still one call at a time,
+in submission order): a back-off between retries then ends at once with the call's last error.
+(The calls therefore run on that group's thread, not on the actor process's main thread.)
 """
 
 from __future__ import annotations
@@ -18,9 +23,15 @@ import os
 import pickle
 from typing import Any
 
+import ray
+
 from ..futures import BaseFuture, SyncFuture
 from ..runtime import Runtime
 from .process_child import encode_error
+
+# the actor's concurrency groups: the stop signal's own thread, beside the calls' (the default group)
+CONTROL = "concurry_control"
+CONCURRENCY_GROUPS = {CONTROL: 1}
 
 
 class CallFailed(Exception):
@@ -62,6 +73,12 @@ class RayActor:
         if isinstance(result, (BaseFuture, cf.Future)) and type(result).__name__ != "RayFuture":
             result = _settled(result)  # a nested worker's future: its outcome travels back
         return result
+
+    @ray.method(concurrency_group=CONTROL)
+    def _concurry_stop(self) -> None:
+        """The worker is stopping: cut a back-off short (runs beside the call in progress)."""
+        if self._runtime is not None:
+            self._runtime.request_stop()
 
     def _concurry_close(self) -> None:
         """Run the instance's own ``stop()`` (if its class has one) before the actor is killed."""
