@@ -218,21 +218,9 @@ def _assert_ended(future) -> None:
         assert isinstance(future.exception(timeout=0), ValueError)
 
 
-# ray joins the stop-during-back-off cases here (on the session Ray, in Ray's test process)
-# until it is in WORKER_SETUPS
-RAY_STOP_SETUPS = [
-    pytest.param(s, id=i, marks=pytest.mark.xdist_group("ray"))
-    for s, i in [(("ray", 1), "ray"), (("ray", 2), "ray-pool")]
-    if i not in IDS
-]
-
-
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("method", ["fail_marking", "fail_marking_async"])
-@pytest.mark.parametrize("setup", [*SETUPS, *RAY_STOP_SETUPS], ids=[*IDS, *(p.id for p in RAY_STOP_SETUPS)])
-def test_stop_during_a_long_back_off_ends_the_call_promptly(setup, method, tmp_path, request):
-    if setup[0] == "ray":
-        request.getfixturevalue("ray_cluster")
+def test_stop_during_a_long_back_off_ends_the_call_promptly(setup, method, tmp_path):
     path = str(tmp_path / "attempts")
     w = _make(setup, num_retries=3, **LONG)
     if setup[0] == "sync":  # the call runs in the caller's thread: call from another one
