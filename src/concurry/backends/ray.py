@@ -21,12 +21,15 @@ can be handed over as well.
 Dying: a call failing with ``RayActorError`` means the actor died: every unfinished call fails
 with ``WorkerCrashedError`` (Ray fails them all), later calls raise it, a pool is told.
 
-Stopping: calls finish (or are cancelled at the deadline), the instance's own ``stop()`` runs,
-then the actor is killed (``ray.kill``). Calls cannot be taken back from an actor reliably
-(``ray.cancel`` is not used, see ``RayFuture.cancel``): ``cancel_futures`` cancels their futures
-and the actor dies before running them. Stop first signals the actor (its own concurrency group,
-so the signal gets in while a call runs): a back-off between retries ends at once, the call fails
-with its last error, later calls get no more retries.
+Cancelling: a call sent to the actor is taken back by the actor itself if it has not started
+(``take_back``; ``ray_actor``'s control group), so ``cancel()`` is true only for a call that
+never runs; ``ray.cancel`` is not used (see ``RayFuture.cancel``).
+
+Stopping: stop first signals the actor (its control group, so the signal gets in while a call
+runs): a back-off between retries ends at once, the call fails with its last error, later calls
+get no more retries. Calls finish (``cancel_futures``: those not started are taken back first;
+at the deadline what is left is cancelled), the instance's own ``stop()`` runs, then the actor
+is killed (``ray.kill``).
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from .base import Backend
 from .ray_actor import CONCURRENCY_GROUPS, RESERVED, actor_class
 from .ray_future import RayFuture, ensure_ray, ray_error, settle
 
+_TAKE_BACK_TIMEOUT = 30.0  # seconds for the actor's answer to a cancel (its control thread is free)
 _actor_classes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # worker class -> Ray actor class
 # Set while one of our completion callbacks runs (on Ray's callback thread): user callbacks run
 # there, and a ``stop()`` they call must not wait for calls that thread has to complete.
@@ -178,7 +182,8 @@ class RayBackend(Backend):
             remote = self._remotes.get(name)
             if remote is None:
                 remote = self._remote(name)
-            ref = remote(*args, **kwargs)
+            key = next(self._keys)
+            ref = remote(key, *args, **kwargs)
         except Exception as exc:  # an argument Ray cannot serialize: this call fails, nothing else
             error = TypeError(
                 f"{self._where(name, args)}: an argument cannot be sent to ray worker {self.name}: {exc}"
@@ -188,12 +193,11 @@ class RayBackend(Backend):
             set_outcome(future, None, error)
             return future
         if future is None:
-            future = RayFuture(ref, self._convert, name)
+            future = RayFuture(ref, self._convert, name, self, key)
         elif type(future) is RayFuture:  # made while it waited (here, or at another worker)
-            future._ref, future._convert = ref, self._convert
+            future._ref, future._convert, future._at = ref, self._convert, (self, key)
         else:
             future._ray_ref = ref  # type: ignore[attr-defined]  # so it can be handed over too
-        key = next(self._keys)
         self._live[key] = (future, ref)
         ref.future().add_done_callback(functools.partial(self._finished, key, future, name))
         return future
@@ -208,6 +212,16 @@ class RayBackend(Backend):
             remote = method.remote
         self._remotes[name] = remote
         return remote
+
+    def take_back(self, keys: list[int]) -> set[int]:
+        """Of the calls ``keys`` (sent to the actor), those it had not started and now never
+        will (``ray.cancel`` is not used: see ``RayFuture.cancel``). A dead actor runs none."""
+        try:
+            return set(ray.get(self._actor._concurry_cancel.remote(keys), timeout=_TAKE_BACK_TIMEOUT))
+        except RayActorError:
+            return set(keys)
+        except Exception:  # no answer in time (or Ray is gone): they may still run
+            return set()
 
     def _finished(self, key: int, future: cf.Future, name: str, source: cf.Future) -> None:
         """Ray's callback: the call is over (any thread Ray picks)."""
@@ -336,17 +350,17 @@ class RayBackend(Backend):
             pass
 
     def _cancel_queued(self) -> None:
-        """Cancel every call not started: the held ones, and those queued at the actor behind
-        the oldest unfinished call (taken to be the running one); the actor dies before them."""
+        """Cancel every call not started: the held ones, and those the actor takes back."""
         with self._lock:
             held = [item[0] for item in (*self._held, *self._waiting)]
             self._held.clear()
             self._waiting.clear()
-            queued = list(self._live.values())[1:]
+            live = dict(self._live)
         for future in held:
             force_cancel(future)
-        for future, _ in queued:  # they are not waited for: the actor is killed after the running one
-            force_cancel(future)
+        if live:
+            for key in self.take_back(list(live)):
+                force_cancel(live[key][0])
 
     def _shutdown(self, timeout: float | None) -> None:
         """The stopper thread: drain until the deadline, run the instance's ``stop()``, kill."""
@@ -354,15 +368,12 @@ class RayBackend(Backend):
         held = [item[0] for item in (*list(self._held), *list(self._waiting))]
         if held:  # (sent as their turn comes)
             cf.wait(held, timeout=remaining(deadline))
-        live = list(self._live.values())
-        refs = [ref for future, ref in live if not future.cancelled()]
+        refs = [ref for _, ref in self._live.values()]  # (taken-back calls end at once, not run)
         drained = not self._held and not self._waiting
         if refs and drained:
             _, pending = ray.wait(refs, num_returns=len(refs), timeout=remaining(deadline), fetch_local=False)
             drained = not pending
-        # The hook runs after every call; with cancelled calls still queued at the actor (they
-        # cannot be taken back), it is skipped: the actor's own workers die with it anyway.
-        if drained and len(refs) == len(live) and not self._crashed:
+        if drained and not self._crashed:  # the instance's own stop() runs after every call
             try:
                 ray.get(self._actor._concurry_close.remote(), timeout=remaining(deadline))
             except Exception:  # the hook's own errors were logged in the actor

@@ -10,10 +10,14 @@ worker sends it (its pickle, type name, text and worker-side traceback): Ray wra
 type. Anything the method raises, ``BaseException``s included, becomes a ``CallFailed``: a
 ``SystemExit`` must fail the call, not end the actor (Ray takes it as the actor's exit).
 
-Stopping: ``_concurry_stop`` runs in its own concurrency group (``CONTROL``, one thread), so it
-reaches the instance while a call runs on the default group's thread (still one call at a time,
-in submission order): a back-off between retries then ends at once with the call's last error.
-(The calls therefore run on that group's thread, not on the actor process's main thread.)
+Control: ``_concurry_stop`` and ``_concurry_cancel`` run in their own concurrency group
+(``CONTROL``, one thread), so they reach the actor while a call runs on the default group's
+thread (still one call at a time, in submission order). Stop cuts a back-off between retries
+short (the call ends with its last error). Cancel takes back calls that have not started: each
+call carries its worker's call number (``key``, increasing), the actor records the highest
+started, and a taken-back call is skipped when its turn comes; both under one lock, so a call is
+either taken back or started, never both. (The calls therefore run on the default group's
+thread, not on the actor process's main thread.)
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import os
 import pickle
+import threading
 from typing import Any
 
 import ray
@@ -48,6 +53,9 @@ class RayActor:
     def __init__(self, payload: bytes, paths: list[str]):
         self._runtime: Runtime | None = None
         self._init_error: tuple | None = None
+        self._turns = threading.Lock()  # a call starting vs. a cancel taking calls back
+        self._started = -1  # the highest call number started
+        self._taken_back: set[int] = set()
         try:
             _extend_path(paths)
             cls, args, kwargs, call_options = pickle.loads(payload)
@@ -61,11 +69,17 @@ class RayActor:
             raise CallFailed(self._init_error)
         return os.getpid()
 
-    def _concurry_call(self, name: str, /, *args: Any, **kwargs: Any) -> Any:
+    def _concurry_call(self, name: str, key: int, /, *args: Any, **kwargs: Any) -> Any:
         """Run one call of a method the actor class has no task for (see ``actor_class``)."""
-        return self._call(name, args, kwargs)
+        return self._call(key, name, args, kwargs)
 
-    def _call(self, name: str, args: tuple, kwargs: dict) -> Any:
+    def _call(self, key: int, name: str, args: tuple, kwargs: dict) -> Any:
+        with self._turns:
+            if key in self._taken_back:  # cancelled by the caller: its future is cancelled already
+                self._taken_back.discard(key)
+                return None
+            if key > self._started:
+                self._started = key
         try:
             result = self._runtime.invoke(name, args, kwargs)  # type: ignore[union-attr]
         except BaseException as exc:
@@ -73,6 +87,14 @@ class RayActor:
         if isinstance(result, (BaseFuture, cf.Future)) and type(result).__name__ != "RayFuture":
             result = _settled(result)  # a nested worker's future: its outcome travels back
         return result
+
+    @ray.method(concurrency_group=CONTROL)
+    def _concurry_cancel(self, keys: list[int]) -> list[int]:
+        """Take back the calls among ``keys`` that have not started; returns their keys."""
+        with self._turns:
+            taken = [key for key in keys if key > self._started]
+            self._taken_back.update(taken)
+        return taken
 
     @ray.method(concurrency_group=CONTROL)
     def _concurry_stop(self) -> None:
@@ -93,8 +115,8 @@ RESERVED = frozenset({"init", "options", "remote", "bind"})
 
 
 def _task(name: str) -> Any:
-    def method(self: RayActor, *args: Any, **kwargs: Any) -> Any:
-        return self._call(name, args, kwargs)
+    def method(self: RayActor, key: int, /, *args: Any, **kwargs: Any) -> Any:
+        return self._call(key, name, args, kwargs)
 
     method.__name__ = method.__qualname__ = name
     return method

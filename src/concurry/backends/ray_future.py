@@ -18,7 +18,7 @@ import collections
 import concurrent.futures as cf
 import threading
 from collections.abc import Callable
-from concurrent.futures._base import CANCELLED_AND_NOTIFIED, FINISHED
+from concurrent.futures._base import CANCELLED_AND_NOTIFIED, FINISHED, PENDING
 from typing import Any, TypeVar
 
 import ray
@@ -54,16 +54,24 @@ def ray_error(exc: BaseException, where: str = "", method: str = "the method") -
 class RayFuture(ConcurrentFuture[T]):
     """The future of a call in ray mode, over its ``ObjectRef`` (``object_ref``).
 
-    ``cancel()`` cancels this future at once; the call, already handed to the actor, still runs
-    there (Ray cannot take back actor calls reliably) and its result is dropped. Passed to
-    another ray worker's call, it travels as its ``ObjectRef``.
+    ``cancel()`` succeeds, as in ``concurrent.futures``, only for a call that has not started:
+    the actor takes it back (one round trip) and never runs it; a call that has started then
+    shows ``running()``. Passed to another ray worker's call, it travels as its ``ObjectRef``.
     """
 
-    def __init__(self, ref: Any = None, convert: Convert = ray_error, method: str = "the method"):
+    def __init__(
+        self,
+        ref: Any = None,
+        convert: Convert = ray_error,
+        method: str = "the method",
+        backend: Any = None,
+        key: int = 0,
+    ):
         super().__init__()
         self._ref = ref
         self._convert = convert
         self._method = method
+        self._at = None if backend is None else (backend, key)  # the worker and call number it was sent as
 
     @classmethod
     def of(cls, ref: Any) -> RayFuture[Any]:
@@ -100,7 +108,14 @@ class RayFuture(ConcurrentFuture[T]):
     def cancel(self) -> bool:
         # ``ray.cancel`` is not used: on an actor task it does not stop a queued call from
         # running (Ray 2.60), and right after submission it leaves the actor's later calls
-        # waiting forever.
+        # waiting forever. The actor takes the call back itself, if it has not started.
+        at = self._at
+        if at is not None and self._state == PENDING and at[1] not in at[0].take_back([at[1]]):
+            try:  # it started (or is over): cancel fails, as for a running call
+                self.set_running_or_notify_cancel()
+            except RuntimeError:  # its outcome arrived meanwhile
+                pass
+            return False
         if not super().cancel():
             return self.cancelled()
         self.set_running_or_notify_cancel()  # waiters (wait, as_completed) see it now
