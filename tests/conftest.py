@@ -122,7 +122,9 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 def ray_cluster(tmp_path_factory):
     """One local Ray for the whole session, sized for the 2-core machine, bound to 127.0.0.1,
     in its own temp dir (so a killed run leaves nothing the next one would try to join).
-    Yields the cluster's address, for scripts run by ``subprocess`` to join (``RAY_ADDRESS``)."""
+    Yields the cluster's address, which is also ``RAY_ADDRESS`` for as long as it runs: scripts
+    that tests run by ``subprocess`` join it, as after ``ray.init(address=...)``, rather than each
+    starting a Ray of their own in Ray's shared default temp dir."""
     import ray  # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER is set above
 
     ray.init(
@@ -134,10 +136,17 @@ def ray_cluster(tmp_path_factory):
         _temp_dir=str(tmp_path_factory.mktemp("ray")),
         log_to_driver=False,
     )
+    address = ray.get_runtime_context().gcs_address
+    previous = os.environ.get("RAY_ADDRESS")
+    os.environ["RAY_ADDRESS"] = address
     try:
-        yield ray.get_runtime_context().gcs_address
+        yield address
     finally:
         ray.shutdown()
+        if previous is None:
+            os.environ.pop("RAY_ADDRESS", None)
+        else:
+            os.environ["RAY_ADDRESS"] = previous
 
 
 def pytest_itemcollected(item):

@@ -56,6 +56,9 @@ class Box:
     def fail(self, message: str) -> None:
         raise ValueError(message)
 
+    def env(self, key: str) -> str | None:
+        return os.environ.get(key)
+
     def nap(self, seconds: float) -> float:
         time.sleep(seconds)
         return seconds
@@ -246,11 +249,19 @@ def test_a_failed_upstream_call_fails_the_dependent_call_with_its_type(box, othe
 def test_actor_options_pass_through_and_unknown_ones_are_refused():
     with pytest.raises(ValueError, match=r"unknown worker option 'num_cpu'.*num_cpus"):
         Box.options(num_cpu=1)
+    with pytest.raises(ValueError, match=r"unknown worker option 'concurrency_groups'"):
+        Box.options(concurrency_groups={"io": 2})  # the actor class declares its own
     w = Box.options(num_cpus=0, resources={"concurry_test": 1}).init()
+    named = Box.options(
+        name="concurry-test-box", namespace="concurry-tests", runtime_env={"env_vars": {"BOX_COLOUR": "teal"}}
+    ).init()
     try:
         assert w.resources().result(timeout=60) == {"concurry_test": 1.0}
+        assert named.env("BOX_COLOUR").result(timeout=60) == "teal"
+        ray.get_actor("concurry-test-box", namespace="concurry-tests")  # (raises ValueError if absent)
     finally:
         w.stop()
+        named.stop()
 
 
 def test_retries_run_inside_the_actor_and_retry_validation_error_comes_back_as_itself():
@@ -304,7 +315,20 @@ def test_a_pool_of_actors_replaces_a_dead_one_and_stop_kills_every_actor(tmp_pat
     with pytest.raises(WorkerStoppedError):
         pool.add(1)
     assert gone({pid for pid, _ in ids})
+    assert wait_until(lambda: not _named_actors("boxes-0", "boxes-1"), 30)  # Ray's own view: dead
     assert len(list(tmp_path.glob("stopped-*"))) == 2  # each live actor's instance ran its stop()
+
+
+def _named_actors(*names: str) -> list[str]:
+    """Those of ``names`` the cluster (its GCS) still has a live actor for."""
+    alive = []
+    for name in names:
+        try:
+            ray.get_actor(name)
+        except ValueError:
+            continue
+        alive.append(name)
+    return alive
 
 
 def test_an_active_pool_never_queues_calls_behind_a_running_one():

@@ -20,16 +20,15 @@ def test_readme_has_examples():
 
 @pytest.mark.parametrize(
     "index",
+    # a Ray example joins the session's Ray (RAY_ADDRESS), as after ray.init(address=...)
     [pytest.param(i, marks=[pytest.mark.ray] if 'mode="ray"' in b else []) for i, b in enumerate(BLOCKS)],
 )
-def test_readme_example_runs_and_prints_what_it_says(index, tmp_path, request):
+def test_readme_example_runs_and_prints_what_it_says(index, tmp_path):
     source = BLOCKS[index]
     promised = re.findall(r"print\(.*\)\s+# (\S.*)$", source, re.MULTILINE)
     script = tmp_path / "example.py"
     script.write_text(source)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    if request.node.get_closest_marker("ray"):  # joins the session's Ray, as after ray.init(address=...)
-        env["RAY_ADDRESS"] = request.getfixturevalue("ray_cluster")
     proc = subprocess.run(
         [sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env
     )

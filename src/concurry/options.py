@@ -19,14 +19,14 @@ from .limits import Limit, LimitPool, LimitSet
 
 MP_CONTEXTS = ("spawn", "forkserver", "fork")
 
-# Ray actor options passed through untouched; ignored by the other modes.
+# Ray actor options passed through untouched; ignored by the other modes. (Not
+# ``concurrency_groups``: the actor class declares its own, and Ray refuses it in ``.options()``.)
 RAY_OPTIONS = frozenset(
     {
         "num_cpus", "num_gpus", "resources", "runtime_env", "memory", "accelerator_type",
         "max_restarts", "max_task_retries", "max_concurrency", "name", "namespace", "lifetime",
         "scheduling_strategy", "placement_group", "placement_group_bundle_index",
-        "placement_group_capture_child_tasks", "label_selector", "concurrency_groups",
-        "get_if_exists", "enable_task_events",
+        "placement_group_capture_child_tasks", "label_selector", "get_if_exists", "enable_task_events",
     }
 )
 RETRY_OPTIONS = ("num_retries", "retry_on", "retry_algorithm", "retry_wait", "retry_jitter", "retry_until")
