@@ -372,13 +372,6 @@ class RayLimitSet(LimitSet):
             raise TimeoutError("LimitSet acquire timed out before every requested unit was available")
         return Acquisition(self, request, mask, granted_at)
 
-    def try_acquire(self, requested: Mapping[str, int] | None = None) -> Acquisition:
-        request, mask = self._compile(requested)
-        granted_at = self._grant_now(request, mask)
-        if granted_at is None:
-            return Acquisition(self, request, mask, 0.0, successful=False)
-        return Acquisition(self, request, mask, granted_at)
-
     async def async_acquire(
         self, requested: Mapping[str, int] | None = None, timeout: float | None = None
     ) -> Acquisition:
