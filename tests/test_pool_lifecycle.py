@@ -191,6 +191,21 @@ def test_on_demand_process_max_workers_zero_caps_at_cpu_count_minus_one(tmp_path
     assert wait_until(lambda: not (child_pids() - children))
 
 
+@pytest.mark.ray
+@pytest.mark.timeout(120)
+def test_on_demand_ray_max_workers_zero_has_no_fixed_cap(tmp_path):
+    """In ray mode ``max_workers=0`` sets no cap: every waiting call gets its own actor at once,
+    more than this machine's ``cpu_count() - 1`` (an actor holds no CPU while it runs)."""
+    many = max(1, (os.cpu_count() or 2) - 1) + 2
+    gate = str(tmp_path / "gate")
+    with Counter.options(mode="ray", on_demand=True, max_workers=0).init() as pool:
+        futures = [pool.wait_for_file(gate) for _ in range(many)]
+        assert wait_until(lambda: pool.pool_stats()["alive_workers"] == many, timeout=60)
+        open(gate, "w").close()
+        pids = {f.result(timeout=60)[0] for f in futures}
+    assert len(pids) == many
+
+
 def test_on_demand_init_error_fails_the_call():
     pool = worker(BrokenInit).options(mode="thread", on_demand=True, max_workers=2).init()
     with pool, pytest.raises(KeyError, match="broken on purpose"):
