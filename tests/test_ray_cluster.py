@@ -1,5 +1,7 @@
 """Ray mode on a two-node cluster: one ray pool spread over both nodes shares one
 ``LimitSet(mode="ray", shared=True)``; the limit holds across nodes and the calls run on both.
+Then a worker on the second node loses its node mid-call: the call, and later ones, fail with
+``WorkerCrashedError``, and its stop returns.
 
 The cluster (``ray.cluster_utils.Cluster``: two raylets on this machine, in a temp dir of its own)
 lives in a script run by ``subprocess``: a driver joins one cluster only, and the test process's
@@ -29,7 +31,7 @@ SCRIPT = textwrap.dedent(
     import ray
     from ray.cluster_utils import Cluster
 
-    from concurry import LimitSet, ResourceLimit, worker
+    from concurry import LimitSet, ResourceLimit, WorkerCrashedError, worker
 
     CALLS, HOLD = 20, 0.05
 
@@ -60,6 +62,9 @@ SCRIPT = textwrap.dedent(
                 ray.get(self.observer.leave.remote())
             return ray.get_runtime_context().get_node_id(), os.getpid()
 
+        def nap(self, seconds):
+            time.sleep(seconds)
+
     temp_dir = sys.argv[1]
     # one "concurry_slot" per node: a pool of two actors each asking for one lands on both nodes
     cluster = Cluster(
@@ -74,7 +79,7 @@ SCRIPT = textwrap.dedent(
     )
     report = {}
     try:
-        cluster.add_node(num_cpus=1, resources={"node_b": 2, "concurry_slot": 1})
+        node_b = cluster.add_node(num_cpus=1, resources={"node_b": 2, "concurry_slot": 1})
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, log_to_driver=False)
         report["nodes"] = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
@@ -96,6 +101,22 @@ SCRIPT = textwrap.dedent(
         report["call_nodes"] = [node for node, _ in results]
         report["actor_pids"] = sorted({pid for _, pid in results})
         report["peak"] = ray.get(observer.peak.remote())
+
+        # node lost: a worker placed on node_b, mid-call when the node goes
+        lone = worker(Job).options(mode="ray", resources={"node_b": 1}).init(observer)
+        running = lone.nap(120)
+        time.sleep(0.5)
+        cluster.remove_node(node_b)
+        outcome = {}
+        for name, call in [("running", lambda: running.result(timeout=60)), ("later", lambda: lone.nap(0))]:
+            try:
+                call()
+            except WorkerCrashedError:
+                outcome[name] = "WorkerCrashedError"
+            except BaseException as exc:
+                outcome[name] = repr(exc)
+        lone.stop(timeout=30)
+        report["node_lost"] = outcome
         ray.shutdown()
     finally:
         cluster.shutdown()
@@ -159,6 +180,7 @@ def test_a_pool_over_two_nodes_shares_one_limit_and_leaves_nothing(tmp_path):
         assert set(report["call_nodes"]) == set(report["nodes"])  # calls ran on both nodes
         assert len(report["actor_pids"]) == 2
         assert 0 < report["peak"] <= 1  # never more holders than the capacity (1), across nodes
+        assert report["node_lost"] == {"running": "WorkerCrashedError", "later": "WorkerCrashedError"}
 
         # nothing of that cluster is left: its raylets, GCS and agents, and the pool's actors
         gone = [*report["cluster_pids"], *report["actor_pids"]]
