@@ -25,6 +25,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.ticker import FuncFormatter
 
 HERE = pathlib.Path(__file__).parent
 sys.path.insert(0, str(HERE))
@@ -200,19 +201,22 @@ def overhead_chart(results: dict, path: pathlib.Path) -> None:
         labels = [b[0] for b in bars][::-1]
         ratios = [b[1] for b in bars][::-1]
         colors = ["tab:green" if x <= 1 else "tab:orange" for x in ratios]
-        ax.barh(labels, ratios, color=colors)
-        ax.axvline(1.0, color="black", linewidth=1, linestyle="--")
+        # bars grow from 1 (as fast as the baseline) on a log scale, so 0.5x and 2x look alike
+        ax.barh(labels, [x - 1 for x in ratios], left=1, color=colors)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+        ax.axvline(1.0, color="black", linewidth=1)
         for y, (ratio, (_, _, us)) in enumerate(zip(ratios, bars[::-1], strict=True)):
             ax.text(
-                ratio,
+                max(ratio, 1),
                 y,
                 f" {ratio:.2f}x ({us:,.1f} us/call)",
                 va="center",
                 fontsize=8,
                 bbox={"facecolor": "white", "edgecolor": "none", "pad": 1},
             )
-        ax.set_xlim(0, max(ratios) * 1.45)
-        ax.set_xlabel("time per call / baseline's (below 1 = faster than the baseline)")
+        ax.set_xlim(min(min(ratios), 1) / 1.5, max(max(ratios), 1) * 4)
+        ax.set_xlabel("time per call / the baseline's, log scale (left of 1 = faster than the baseline)")
         ax.tick_params(axis="y", labelsize=8)
     ax.set_title("Per-call overhead by mode, against its baseline")
     _save(fig, path)
