@@ -20,6 +20,7 @@ import os
 import pathlib
 import platform
 import sys
+import time
 
 HERE = pathlib.Path(__file__).parent
 sys.path.insert(0, str(HERE))
@@ -28,7 +29,7 @@ import common  # noqa: E402
 from common import print_table  # noqa: E402
 
 # The modules the docs' charts and mode matrix read; ``--quick`` without names runs only these.
-QUICK_MODULES = ("core", "scaling", "accuracy", "ray")
+QUICK_MODULES = ("core", "process", "scaling", "accuracy", "ray")
 
 
 def machine() -> dict:
@@ -78,9 +79,16 @@ def main(argv: list[str] | None = None) -> dict:
         if args.quick:
             for constant, value in getattr(module, "QUICK", {}).items():
                 setattr(module, constant, value)
+        start = time.perf_counter()
         rows = module.run()
+        elapsed = time.perf_counter() - start
         print_table(module.TITLE, rows)
-        entry = {"name": name, "title": module.TITLE, "rows": [r.to_dict() for r in rows]}
+        entry = {
+            "name": name,
+            "title": module.TITLE,
+            "seconds": round(elapsed, 1),  # how long the module took to run
+            "rows": [r.to_dict() for r in rows],
+        }
         series = getattr(module, "SERIES", None)
         if series:
             entry["series"] = series
