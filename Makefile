@@ -28,7 +28,7 @@ test-pythons: $(STAMP)
 	TEST_PYTHONS_SKIP="$(SKIP)" $(PY) -m nox -f noxfile.py -- $(ARGS)
 
 bench: $(STAMP)
-	$(PY) benchmarks/run.py
+	$(PY) benchmarks/run.py --json benchmarks/results.json
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks noxfile.py

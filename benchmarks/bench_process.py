@@ -24,6 +24,7 @@ TITLE = "Process mode: single-worker overhead"
 BATCH_CALLS = 2_000
 ROUND_TRIPS = 500
 MB = 1 << 20
+ECHOES = (("1 KB", 1 << 10, 2000, 2.0), ("64 KB", 64 << 10, 1000, 2.0), ("64 MB", 64 * MB, 5, 1.2))
 
 
 class Echo:
@@ -145,6 +146,7 @@ def echo_round_trip(size: int, rounds: int) -> tuple[float, float]:
 
 
 CPU_LOOP = 3_000_000
+QUICK = {"BATCH_CALLS": 500, "ROUND_TRIPS": 100, "ECHOES": (), "CPU_LOOP": 500_000}
 # The same source runs in both processes (compiled there), so neither side is favoured by how
 # the function travels.
 LOOP_SOURCE = """
@@ -221,8 +223,7 @@ def run() -> list[Row]:
         "process, 1 MB bytes argument round trip", mine, "bare multiprocessing.Pipe echo", base,
         budget="<= 1.5x", ok=mine <= 1.5 * base,
     ))
-    for label, size, rounds, limit in (("1 KB", 1 << 10, 2000, 2.0), ("64 KB", 64 << 10, 1000, 2.0),
-                                       ("64 MB", 64 * MB, 5, 1.2)):
+    for label, size, rounds, limit in ECHOES:
         mine, base = echo_round_trip(size, rounds)
         rows.append(Row(
             f"process, {label} echo round trip", mine, "bare multiprocessing.Pipe echo", base,

@@ -9,7 +9,11 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+
+# Set by ``run.py --quick``: ``best_of`` runs once (a fast, noisier look, for docs built without a
+# results file).
+QUICK = False
 
 
 @dataclass
@@ -28,11 +32,15 @@ class Row:
     def ratio(self) -> float | None:
         return None if not self.baseline else self.ours / self.baseline
 
+    def to_dict(self) -> dict:
+        """Every field plus the ratio, for the results JSON."""
+        return {**asdict(self), "ratio": self.ratio}
+
 
 def best_of(fn: Callable[[], float], repeat: int = 5) -> float:
     """Run ``fn`` (which returns seconds per unit) ``repeat`` times; keep the best."""
     results = []
-    for _ in range(repeat):
+    for _ in range(1 if QUICK else repeat):
         gc.collect()
         results.append(fn())
     return min(results)
@@ -70,6 +78,8 @@ def thread_worker_calls(calls: int, **options) -> float:
 
 
 def scale(seconds: float, unit: str) -> str:
+    if unit == "units":  # a count, not a time
+        return f"{seconds:,.0f}"
     if unit.startswith("us"):
         return f"{seconds * 1e6:,.1f}"
     if unit.startswith("ms"):
