@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: tour test test-pythons bench lint
+.PHONY: tour test test-pythons bench lint docs docs-serve
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,3 +32,13 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks noxfile.py
+
+# The user guide: charts.py renders docs/charts/*.png and docs/generated/*.md from the benchmark
+# results, then the site is built into site/ (strict: a broken link or reference fails the build).
+docs: $(STAMP)
+	$(PY) benchmarks/charts.py
+	$(PY) -m mkdocs build --strict -d site
+
+docs-serve: $(STAMP)
+	$(PY) benchmarks/charts.py
+	$(PY) -m mkdocs serve
