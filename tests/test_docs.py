@@ -44,7 +44,7 @@ def _cases() -> list:
     cases = []
     for page in PAGES:
         for index, block in enumerate(runnable_blocks(page)):
-            marks = [pytest.mark.ray] if 'mode="ray"' in block else []
+            marks = [pytest.mark.guide_example, *([pytest.mark.ray] if 'mode="ray"' in block else [])]
             cases.append(pytest.param(page.name, index, marks=marks, id=f"{page.stem}-{index}"))
     return cases
 
