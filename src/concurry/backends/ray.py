@@ -98,7 +98,7 @@ class RayBackend(Backend):
         if "name" in options and self.options.is_pool:  # one name per actor: "name-0", "name-1r1", ...
             options["name"] = f"{options['name']}-{self.name.split('.', 1)[1]}"
         self._actor = _remote_class(self.cls).options(**options).remote(payload, sys.path)
-        self._remotes: dict[str, Any] = {}
+        self._methods: dict[str, tuple[Any, tuple]] = {}  # name -> (actor method, leading arguments)
         self._ready_ref = self._actor._concurry_ready.remote()
 
     def _payload(self) -> bytes:
@@ -179,11 +179,11 @@ class RayBackend(Backend):
         if future is not None and type(future) is not RayFuture and not future.set_running_or_notify_cancel():
             return future  # a pool's future, cancelled while it waited
         try:
-            remote = self._remotes.get(name)
-            if remote is None:
-                remote = self._remote(name)
+            method, lead = self._methods.get(name) or self._method(name)
             key = next(self._keys)
-            ref = remote(key, *args, **kwargs)
+            # the call number travels as the task's name (``ray_actor``): an argument more would
+            # cost a zero-argument call half again its time in Ray; the name costs nothing
+            ref = method.options(name=f"{name}#{key}").remote(*lead, *args, **kwargs)
         except Exception as exc:  # an argument Ray cannot serialize: this call fails, nothing else
             error = TypeError(
                 f"{self._where(name, args)}: an argument cannot be sent to ray worker {self.name}: {exc}"
@@ -202,16 +202,12 @@ class RayBackend(Backend):
         ref.future().add_done_callback(functools.partial(self._finished, key, future, name))
         return future
 
-    def _remote(self, name: str) -> Any:
-        """The ``.remote`` of the actor's task for ``name`` (its own, or the generic one)."""
+    def _method(self, name: str) -> tuple[Any, tuple]:
+        """The actor's task for ``name``: its own, or the generic one (given the name first)."""
         method = None if name in RESERVED else getattr(self._actor, name, None)
-        if method is None:
-            generic = self._actor._concurry_call.remote
-            remote = functools.partial(generic, name)
-        else:
-            remote = method.remote
-        self._remotes[name] = remote
-        return remote
+        found = (self._actor._concurry_call, (name,)) if method is None else (method, ())
+        self._methods[name] = found
+        return found
 
     def take_back(self, keys: list[int]) -> set[int]:
         """Of the calls ``keys`` (sent to the actor), those it had not started and now never

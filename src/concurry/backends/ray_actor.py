@@ -14,10 +14,10 @@ Control: ``_concurry_stop`` and ``_concurry_cancel`` run in their own concurrenc
 (``CONTROL``, one thread), so they reach the actor while a call runs on the default group's
 thread (still one call at a time, in submission order). Stop cuts a back-off between retries
 short (the call ends with its last error). Cancel takes back calls that have not started: each
-call carries its worker's call number (``key``, increasing), the actor records the highest
-started, and a taken-back call is skipped when its turn comes; both under one lock, so a call is
-either taken back or started, never both. (The calls therefore run on the default group's
-thread, not on the actor process's main thread.)
+call carries its worker's call number (``key``, increasing) as its Ray task name
+(``"<method>#<key>"``), the actor records the highest started, and a taken-back call is skipped
+when its turn comes; both under one lock, so a call is either taken back or started, never
+both. (The calls therefore run on the default group's thread, not the actor's main thread.)
 """
 
 from __future__ import annotations
@@ -69,11 +69,12 @@ class RayActor:
             raise CallFailed(self._init_error)
         return os.getpid()
 
-    def _concurry_call(self, name: str, key: int, /, *args: Any, **kwargs: Any) -> Any:
+    def _concurry_call(self, name: str, /, *args: Any, **kwargs: Any) -> Any:
         """Run one call of a method the actor class has no task for (see ``actor_class``)."""
-        return self._call(key, name, args, kwargs)
+        return self._call(name, args, kwargs)
 
-    def _call(self, key: int, name: str, args: tuple, kwargs: dict) -> Any:
+    def _call(self, name: str, args: tuple, kwargs: dict) -> Any:
+        key = int(ray.get_runtime_context().get_task_name().rpartition("#")[2])
         with self._turns:
             if key in self._taken_back:  # cancelled by the caller: its future is cancelled already
                 self._taken_back.discard(key)
@@ -115,8 +116,8 @@ RESERVED = frozenset({"init", "options", "remote", "bind"})
 
 
 def _task(name: str) -> Any:
-    def method(self: RayActor, key: int, /, *args: Any, **kwargs: Any) -> Any:
-        return self._call(key, name, args, kwargs)
+    def method(self: RayActor, *args: Any, **kwargs: Any) -> Any:
+        return self._call(name, args, kwargs)
 
     method.__name__ = method.__qualname__ = name
     return method

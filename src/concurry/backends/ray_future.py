@@ -128,8 +128,16 @@ class RayFuture(ConcurrentFuture[T]):
         pending = {f._ref: f for f in futures if f._ref is not None and f._state not in _DONE}
         if pending:
             ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0, fetch_local=False)
-            for ref in ready:
-                pending[ref]._fetch(0)
+            late = [ref for ref in ready if pending[ref]._state not in _DONE]  # (callbacks ran meanwhile)
+            if late:
+                try:
+                    values = ray.get(late, timeout=0)  # one get for all: per ref it costs a round trip
+                except Exception:  # one of them failed: each gets its own outcome
+                    for ref in late:
+                        pending[ref]._fetch(0)
+                else:
+                    for ref, value in zip(late, values, strict=True):
+                        set_outcome(pending[ref], value, None)
         return [f for f in futures if f._state in _DONE]
 
     def __reduce__(self) -> Any:
