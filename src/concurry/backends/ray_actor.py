@@ -56,6 +56,7 @@ class RayActor:
         self._turns = threading.Lock()  # a call starting vs. a cancel taking calls back
         self._started = -1  # the highest call number started
         self._taken_back: set[int] = set()
+        self._context = ray.get_runtime_context()  # made once: it tells each call's task name
         try:
             _extend_path(paths)
             cls, args, kwargs, call_options = pickle.loads(payload)
@@ -74,7 +75,7 @@ class RayActor:
         return self._call(name, args, kwargs)
 
     def _call(self, name: str, args: tuple, kwargs: dict) -> Any:
-        key = int(ray.get_runtime_context().get_task_name().rpartition("#")[2])
+        key = int(self._context.get_task_name().rpartition("#")[2])
         with self._turns:
             if key in self._taken_back:  # cancelled by the caller: its future is cancelled already
                 self._taken_back.discard(key)
