@@ -8,14 +8,14 @@ CPU to be placed and none while it runs, so a pool of many fits on a small machi
 started (or joined, ``RAY_ADDRESS``) as on Ray's own first use, unless the user called
 ``ray.init``.
 
-Calling: ``actor.<method>.remote(*args, **kwargs)`` (the actor class has one task per public
-method, ``ray_actor.actor_class``); the ``RayFuture`` is completed by Ray's callback
-(``ObjectRef.future()``), which also keeps ``unfinished`` and tells a pool when the worker is
-idle. A ``RayFuture`` among the arguments travels as its ``ObjectRef``: at top level Ray
-resolves it before the call starts; nested in a container it travels as a future over the same
-ref, which the actor's runtime unwraps (``ray.get`` there). The caller never waits for it.
-A call whose arguments hold pending *local* futures waits here, with every later call (actor
-order), until they resolve. A pool's own future given to ``submit`` remembers its ref, so it
+Calling: ``actor.<method>.options(name="<method>#<call number>").remote(*args, **kwargs)`` (the
+actor class has one task per public method, ``ray_actor.actor_class``); the ``RayFuture`` is
+completed by Ray's callback (``ObjectRef.future()``), which also keeps ``unfinished`` and tells a
+pool when the worker is idle. A ``RayFuture`` among the arguments travels as its ``ObjectRef``:
+at top level Ray resolves it before the call starts; nested in a container it travels as a
+future over the same ref, which the actor's runtime unwraps (``ray.get`` there). The caller
+never waits for it. A call whose arguments hold pending *local* futures waits here, with every
+later call (actor order), until they resolve. A pool's own future given to ``submit`` remembers its ref, so it
 can be handed over as well.
 
 Dying: a call failing with ``RayActorError`` means the actor died: every unfinished call fails

@@ -2,9 +2,9 @@
 
 A ``RayFuture`` is a real ``concurrent.futures.Future`` (a ``ConcurrentFuture``), so ``wait``,
 ``gather``, pools, callbacks and ``await`` treat it like any local future: it is completed by
-Ray's own callback (``ObjectRef.future()``), with no polling. ``result()`` on a future not done
-yet asks Ray directly (``ray.get``), which is the quickest way to one result and never depends
-on the callback thread (a done callback may block on another Ray future safely).
+Ray's own callback (``ObjectRef.future()``; see ``settle`` for where user callbacks run), and
+``wait``/``gather`` also check pending ones in batches (``__concurry_poll__``). ``result()`` on a
+future not done yet asks Ray directly (``ray.get``), the quickest way to one result.
 
 Errors come back as the user's: a ``RayTaskError`` carrying the actor's ``CallFailed`` is
 rebuilt as the exception the method raised (worker-side traceback attached as a note, as for
