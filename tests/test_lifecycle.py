@@ -221,12 +221,21 @@ def test_stop_with_short_timeout_leaves_no_future_pending(concurrent_mode):
 def test_concurrent_stops_from_many_threads(mode):
     w = CounterWorker.options(mode=mode).init()
     futures = [w.incr() for _ in range(20)]
-    stoppers = [threading.Thread(target=w.stop) for _ in range(4)]
+    errors: list[BaseException] = []
+
+    def stop() -> None:
+        try:
+            w.stop()
+        except BaseException as exc:  # every stop() must return normally
+            errors.append(exc)
+
+    stoppers = [threading.Thread(target=stop) for _ in range(4)]
     for t in stoppers:
         t.start()
     for t in stoppers:
         t.join(20)
     assert not any(t.is_alive() for t in stoppers)
+    assert errors == []
     assert [f.result(timeout=5) for f in futures] == list(range(1, 21))
     with pytest.raises(WorkerStoppedError):
         w.incr()

@@ -93,6 +93,7 @@ class RayBackend(Backend):
         self._waiting: collections.deque = collections.deque()
         self._keys = itertools.count()
         self._stopper: threading.Thread | None = None
+        self._stop_begun = threading.Event()  # set once the first stop() has started the stopper
         self._convert = self._error_of
         options = dict(self.options.ray_options)
         if "name" in options and self.options.is_pool:  # one name per actor: "name-0", "name-1r1", ...
@@ -317,24 +318,33 @@ class RayBackend(Backend):
             self._stopped = True
             return
         if self._begin_stop():
-            self._signal_stop()
-            if cancel_futures:
-                self._cancel_queued()
-            if sys.is_finalizing():  # a thread started now would never run (3.10/3.11 hang in start)
-                self._abort()
-                return
-            self._stopper = threading.Thread(
-                target=self._shutdown, args=(timeout,), name=f"concurry-ray-stop-{self.name}", daemon=True
-            )
             try:
-                self._stopper.start()
-            except RuntimeError:  # interpreter shutting down: no new threads
-                self._abort()
-                return
+                self._start_stopping(timeout, cancel_futures)
+            finally:
+                self._stop_begun.set()
+        else:  # another thread's stop() is starting the stopper: wait for it, then as that one
+            self._stop_begun.wait(timeout)
         stopper = self._stopper
         waits = wait and stopper is not None and not self.runs_on(threading.current_thread())
         if waits and not join(stopper, timeout):
             self._abort()  # this call's deadline passed: cancel what is left, kill the actor
+
+    def _start_stopping(self, timeout: float | None, cancel_futures: bool) -> None:
+        self._signal_stop()
+        if cancel_futures:
+            self._cancel_queued()
+        if sys.is_finalizing():  # a thread started now would never run (3.10/3.11 hang in start)
+            self._abort()
+            return
+        stopper = threading.Thread(
+            target=self._shutdown, args=(timeout,), name=f"concurry-ray-stop-{self.name}", daemon=True
+        )
+        try:
+            stopper.start()
+        except RuntimeError:  # interpreter shutting down: no new threads
+            self._abort()
+            return
+        self._stopper = stopper  # (only once started: a concurrent stop() joins it)
 
     def _signal_stop(self) -> None:
         """Tell the actor at once (not waiting for it): a back-off in progress ends now."""
