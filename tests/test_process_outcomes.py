@@ -68,10 +68,13 @@ class Sender:
 
     def fork(self, path: str) -> str:
         pid = os.fork()
+        # The copy's pid is written by the copy itself, before its stray outcome can break the
+        # worker (whose process may then be gone before it writes anything), and whole at once:
+        # the test reads it as soon as it exists.
         if pid == 0:
+            Path(path + ".tmp").write_text(str(os.getpid()))
+            os.replace(path + ".tmp", path)
             return "from the forked copy"  # returns into the worker's loop: a user error
-        Path(path + ".tmp").write_text(str(pid))
-        os.replace(path + ".tmp", path)  # whole at once: the test reads it as soon as it exists
         return "from the worker"
 
 
