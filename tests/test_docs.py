@@ -75,6 +75,7 @@ def test_example_runs_and_prints_what_it_says(page, index, tmp_path):
     assert proc.stdout.splitlines() == promised, f"{page} block {index}:\n{source}"
 
 
+@pytest.mark.guide_build
 def test_site_builds_strict(tmp_path):
     """The site builds without a warning, from a copy of docs/ whose charts and tables the real
     renderer made from its built-in sample results (so the build does not depend on a benchmark
