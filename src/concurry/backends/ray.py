@@ -53,7 +53,7 @@ from ..runtime import CallOptions, call_has_futures, replace_futures
 from ..thread_exit import join
 from .base import Backend
 from .ray_actor import CONCURRENCY_GROUPS, RESERVED, actor_class
-from .ray_future import RayFuture, ensure_ray, ray_error, settle
+from .ray_future import CALLBACK_THREAD, RayFuture, ensure_ray, ray_error, settle
 
 _TAKE_BACK_TIMEOUT = 30.0  # seconds for the actor's answer to a cancel (its control thread is free)
 _actor_classes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # worker class -> Ray actor class
@@ -311,7 +311,9 @@ class RayBackend(Backend):
     # ---- stopping ----
 
     def runs_on(self, thread: threading.Thread) -> bool:
-        return thread is threading.current_thread() and getattr(_in_callback, "active", False)
+        if thread is not threading.current_thread():
+            return False
+        return getattr(_in_callback, "active", False) or thread.name == CALLBACK_THREAD
 
     def stop(self, timeout: float | None = None, cancel_futures: bool = False, wait: bool = True) -> None:
         if self._actor is None:  # never launched

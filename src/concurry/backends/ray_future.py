@@ -173,6 +173,9 @@ def _settle(future: cf.Future, source: cf.Future, convert: Convert, method: str)
         set_outcome(future, None, convert(error, "", method))
 
 
+CALLBACK_THREAD = "concurry-ray-callbacks"  # a stop() called there must not wait for calls it settles
+
+
 class _CallbackThread:
     """Runs queued settles in order on one thread of ours, started when work arrives and
     ended when there is none (so no thread is left behind between bursts, or at exit)."""
@@ -189,7 +192,7 @@ class _CallbackThread:
                 return
             self._running = True
         try:
-            threading.Thread(target=self._drain, name="concurry-ray-callbacks", daemon=True).start()
+            threading.Thread(target=self._drain, name=CALLBACK_THREAD, daemon=True).start()
         except RuntimeError:  # interpreter shutting down: no new threads, run it here
             self._drain()
 
