@@ -41,7 +41,7 @@ def test_calls_queued_behind_a_running_one_can_be_cancelled(pool_mode, tmp_path)
     w = LogWorker.options(mode=pool_mode).init()
     try:
         marker = tmp_path / "started"
-        running = w.block(str(marker), 1.0)
+        running = w.block(str(marker), 3.0)  # long enough for 60 cancels, also on a loaded machine
         queued = [w.record(i) for i in range(QUEUED)]
         assert wait_until(marker.exists, timeout=30)
         outcomes = [f.cancel() for f in queued]
