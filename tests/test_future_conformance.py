@@ -203,6 +203,34 @@ def test_the_waiter_protocol_completion_installs_itself_into():
     assert used == {"add_result", "add_exception", "add_cancelled"}
 
 
+def test_wait_and_as_completed_reach_a_pending_future_through_its_waiters_attribute():
+    """``RayFuture`` learns that ``cf.wait``/``as_completed`` watch it from their reading its
+    ``_waiters`` (it then asks Ray to complete it): they read it for a pending future before
+    they block, and what they append there is what the future reports to."""
+    read: list = []
+
+    class Watched(cf.Future):
+        @property
+        def _waiters(self):
+            read.append(self)
+            return self.__dict__["waiter_list"]
+
+        @_waiters.setter
+        def _waiters(self, value):
+            self.__dict__["waiter_list"] = value
+
+    pending = Watched()
+    assert cf.wait([pending], timeout=0.01).not_done == {pending}
+    assert pending in read, "cf.wait installed its waiter without reading _waiters"
+    read.clear()
+    with pytest.raises(cf.TimeoutError):
+        list(cf.as_completed([pending], timeout=0.01))
+    assert pending in read, "as_completed installed its waiter without reading _waiters"
+    _later(0.05, pending.set_result, 2)
+    assert cf.wait([pending], timeout=5).done == {pending}
+    assert [f.result() for f in cf.as_completed([pending], timeout=5)] == [2]
+
+
 def test_completion_leaves_no_waiter_behind():
     futures = [ConcurrentFuture(), cf.Future()]
     with pytest.raises(TimeoutError):

@@ -25,7 +25,10 @@ from concurry import (
     RetryValidationError,
     WorkerCrashedError,
     WorkerStoppedError,
+    async_gather,
+    async_wait,
     gather,
+    task,
     wait,
     worker,
     wrap_future,
@@ -142,6 +145,83 @@ def test_calls_run_in_order_on_one_actor_and_futures_are_ray_futures(box):
     with pytest.raises(TimeoutError):
         slow.result(timeout=0.05)
     assert slow.result(timeout=60) == 2.0
+
+
+def _by_callback(f):
+    got: cf.Future = cf.Future()
+    f.add_done_callback(got.set_result)
+    return got.result(timeout=30).result(0)
+
+
+def _by_exception(f):
+    error = f.exception(timeout=30)
+    if error is not None:
+        raise error
+    return f.result(0)
+
+
+async def _awaited(f):
+    return await f
+
+
+async def _awaited_wrapped(f):
+    return await asyncio.wrap_future(f)
+
+
+async def _async_waited(f):
+    done, _ = await async_wait([f], timeout=30)
+    return done.pop().result()
+
+
+# A single worker's futures are settled by whoever looks at them (result, wait, gather), or by
+# Ray's callback once something watches them (done(), callbacks, await, concurrent.futures' own
+# wait): each way of waiting must see the outcome.
+WAYS_OF_WAITING = {
+    "result": lambda f: f.result(timeout=30),
+    "exception": _by_exception,
+    "done": lambda f: wait_until(f.done, 30) and f.result(0),
+    "add_done_callback": _by_callback,
+    "await": lambda f: asyncio.run(_awaited(f)),
+    "asyncio.wrap_future": lambda f: asyncio.run(_awaited_wrapped(f)),
+    "concurrent.futures.wait": lambda f: cf.wait([f], timeout=30).done.pop().result(0),
+    "concurrent.futures.as_completed": lambda f: next(cf.as_completed([f], timeout=30)).result(0),
+    "concurry.wait": lambda f: wait([f], timeout=30)[0].pop().result(0),
+    "concurry.gather": lambda f: gather([f], timeout=30)[0],
+    "gather, mixed with a local future": lambda f: gather([f, wrap_future(1)], timeout=30)[0],
+    "async_wait": lambda f: asyncio.run(_async_waited(f)),
+    "async_gather": lambda f: asyncio.run(async_gather([f], timeout=30))[0],
+}
+
+
+@pytest.mark.parametrize("way", list(WAYS_OF_WAITING))
+def test_every_way_of_waiting_sees_a_single_workers_result(box, way):
+    assert WAYS_OF_WAITING[way](box.nap(0.05)) == 0.05
+    failed = box.fail("no")
+    with pytest.raises(ValueError, match="no"):
+        WAYS_OF_WAITING[way](failed)
+
+
+def test_a_call_ray_has_finished_is_done_at_once(box):
+    f = box.nap(0.0)
+    ray.wait([f.object_ref], fetch_local=False, timeout=30)  # finished at Ray; nobody looked yet
+    assert f.done() and f.result(0) == 0.0
+
+
+def test_calls_nobody_looks_at_are_counted_until_they_finish(ray_cluster):
+    @task(mode="ray")
+    def echo(x: int, delay: float = 0.0) -> int:
+        time.sleep(delay)
+        return x
+
+    try:
+        first = echo(0, 3.0)  # the others queue behind this one
+        for i in range(300):
+            echo(i)  # fire and forget: the future is dropped at once
+        assert echo.pool_stats()["unfinished"] == 301
+        assert first.result(timeout=60) == 0
+        assert wait_until(lambda: echo.pool_stats()["unfinished"] == 0, 60)
+    finally:
+        echo.stop()
 
 
 def test_cancel_and_a_done_callback_that_stops_the_worker():

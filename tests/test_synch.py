@@ -335,10 +335,16 @@ class FakeRemote:
         self.value, self.ready_at = value, ready_at
 
     @classmethod
-    def __concurry_poll__(cls, futures):
+    def __concurry_poll__(cls, futures, timeout=0):
+        """The finished ones, waiting up to ``timeout`` seconds for the first (as Ray's does)."""
         cls.polls.append(len(futures))
-        now = time.monotonic()
-        return [f for f in futures if now >= f.ready_at]
+        end = time.monotonic() + timeout
+        while True:
+            now = time.monotonic()
+            done = [f for f in futures if now >= f.ready_at]
+            if done or now >= end:
+                return done
+            time.sleep(min(0.002, end - now))
 
     def done(self):
         return time.monotonic() >= self.ready_at

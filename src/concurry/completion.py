@@ -10,10 +10,14 @@ The engine under ``wait``/``gather`` and their async versions.
   pinned on every supported Python by ``tests/test_future_conformance.py``.
 - Any other ``BaseFuture`` (an ``AsyncioFuture`` of another loop, ...) reports through
   ``add_done_callback``; asyncio futures of the running loop through their own callbacks.
-- Remote futures whose class defines ``__concurry_poll__(futures) -> done futures`` (Ray) are
-  checked in batches by the waiting thread, at intervals chosen by ``PollingAlgorithm``. A
-  remote future that is also a ``concurrent.futures`` future (``RayFuture``) gets both: the
-  waiter reports it, the batch check settles it should its own completion be late.
+- Remote futures whose class defines ``__concurry_poll__(futures, timeout) -> done futures``
+  (Ray) are checked in batches by the waiting thread, at intervals chosen by
+  ``PollingAlgorithm``. When every future waited on is remote (and the wait blocks a thread),
+  the batch check itself is the sleep: it waits up to the interval for the first to finish
+  (``ray.wait``), so results are seen at once, and no waiter is installed (a ``RayFuture``
+  would then be completed by Ray's per-call callback, which costs more than the batch check).
+  Otherwise a remote future that is also a ``concurrent.futures`` future (``RayFuture``) gets
+  both: the waiter reports it, the batch check settles it should its own completion be late.
 """
 
 from __future__ import annotations
@@ -90,12 +94,14 @@ class _Poller:
     def __bool__(self) -> bool:
         return any(self.groups.values())
 
-    def poll(self) -> list[Any]:
-        """One batch check per kind of remote future; returns the newly finished ones."""
+    def poll(self, timeout: float = 0) -> list[Any]:
+        """One batch check per kind of remote future (waiting up to ``timeout`` seconds in the
+        first for something to finish); returns the newly finished ones."""
         finished: list[Any] = []
         for poll, pending in self.groups.items():
             if pending:
-                done = list(poll(list(pending)))
+                done = list(poll(list(pending), timeout))
+                timeout = 0
                 pending.difference_update(done)
                 finished.extend(done)
         self._next_interval(bool(finished))
@@ -126,7 +132,9 @@ class _Collection:
     the ``concurrent.futures`` waiter (``add_result``/``add_exception``/``add_cancelled``).
     """
 
-    def __init__(self, futures: Iterable[Any], wake: Callable[[], None], loop: Any = None):
+    def __init__(self, futures: list[Any], wake: Callable[[], None], loop: Any = None):
+        # remote futures alone, waited on by a blocked thread: the batch check is the sleep
+        self.remote_only = loop is None and all(poll_function(f) is not None for f in futures)
         self.finished: collections.deque[Any] = collections.deque()
         self.left = 0  # futures not handed over by take_finished yet
         self.wake = wake
@@ -156,7 +164,7 @@ class _Collection:
                 done = f._state in DONE_STATES
                 if done:
                     self.finished.append(f)
-                else:
+                elif not self.remote_only:
                     f._waiters.append(self)
                     self._installed.add(f)
             poll = None if done else poll_function(f)
@@ -189,10 +197,12 @@ class _Collection:
             self.poller = _Poller()
         self.poller.add(poll, f)
 
-    def take_finished(self) -> list[Any]:
-        """Check remote futures, then hand over every future queued so far (each once)."""
-        if self.poller:  # (a concurrent.futures one the check finished was queued by its waiter)
-            self.finished.extend(f for f in self.poller.poll() if not isinstance(f, cf.Future))
+    def take_finished(self, timeout: float = 0) -> list[Any]:
+        """Check remote futures (waiting up to ``timeout`` seconds for one), then hand over
+        every future queued so far (each once)."""
+        if self.poller:  # (one with a waiter installed was queued by its waiter)
+            installed = self._installed
+            self.finished.extend(f for f in self.poller.poll(timeout) if f not in installed)
         taken = []
         while self.finished:  # popleft, not copy-and-clear: other threads append meanwhile
             taken.append(self.finished.popleft())
@@ -245,16 +255,21 @@ def completed(futures: list[Any], timeout: float | None) -> Iterator[Any]:
     event = threading.Event()
     collection = _Collection(futures, event.set)
     del futures  # the collection holds what is pending; what is handed over is not kept
+    block = 0.0  # how long the next batch check may wait (remote futures alone)
     try:
         while True:
-            taken = collection.take_finished()
+            taken = collection.take_finished(block)
             taken.reverse()
             while taken:
                 yield taken.pop()
             if collection.left == 0:
                 return
-            event.wait(collection.sleep_time(deadline))
-            event.clear()
+            seconds = collection.sleep_time(deadline)
+            if collection.remote_only:
+                block = seconds or 0.0
+            else:
+                event.wait(seconds)
+                event.clear()
     finally:
         collection.close()
 

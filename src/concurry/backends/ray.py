@@ -9,9 +9,12 @@ started (or joined, ``RAY_ADDRESS``) as on Ray's own first use, unless the user 
 ``ray.init``.
 
 Calling: ``actor.<method>.options(name="<method>#<call number>").remote(*args, **kwargs)`` (the
-actor class has one task per public method, ``ray_actor.actor_class``); the ``RayFuture`` is
-completed by Ray's callback (``ObjectRef.future()``), which also keeps ``unfinished`` and tells a
-pool when the worker is idle. A ``RayFuture`` among the arguments travels as its ``ObjectRef``:
+actor class has one task per public method, ``ray_actor.actor_class``). A pool member's futures
+are completed by Ray's callback (``ObjectRef.future()``), which also keeps ``unfinished`` and
+tells the pool when the worker is idle. A single worker's are settled by whoever looks at them
+(``ray_future``): the callback costs a call a fifth of its time again, so it is registered only
+for a future something watches; the calls nobody looked at are forgotten in batches once Ray has
+finished them (``_forget_finished``). A ``RayFuture`` among the arguments travels as its ``ObjectRef``:
 at top level Ray resolves it before the call starts; nested in a container it travels as a
 future over the same ref, which the actor's runtime unwraps (``ray.get`` there). The caller
 never waits for it. A call whose arguments hold pending *local* futures waits here, with every
@@ -42,6 +45,7 @@ import sys
 import threading
 import time
 import weakref
+from concurrent.futures._base import PENDING, RUNNING
 from typing import Any
 
 import ray
@@ -53,8 +57,10 @@ from ..runtime import CallOptions, call_has_futures, replace_futures
 from ..thread_exit import join
 from .base import Backend
 from .ray_actor import CONCURRENCY_GROUPS, RESERVED, actor_class
-from .ray_future import CALLBACK_THREAD, RayFuture, ensure_ray, ray_error, settle
+from .ray_future import CALLBACK_THREAD, RayFuture, ensure_ray, ray_error, settle, settle_all
 
+# a single worker looks for finished calls nobody watches once it holds this many unfinished
+_FORGET_AT = 64
 _TAKE_BACK_TIMEOUT = 30.0  # seconds for the actor's answer to a cancel (its control thread is free)
 _actor_classes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # worker class -> Ray actor class
 # Set while one of our completion callbacks runs (on Ray's callback thread): user callbacks run
@@ -92,6 +98,7 @@ class RayBackend(Backend):
         # others wait here, where ``withdraw`` can take them back for an idle worker
         self._waiting: collections.deque = collections.deque()
         self._keys = itertools.count()
+        self._forget_at = _FORGET_AT
         self._stopper: threading.Thread | None = None
         self._stop_begun = threading.Event()  # set once the first stop() has started the stopper
         self._convert = self._error_of
@@ -135,6 +142,8 @@ class RayBackend(Backend):
 
     @property
     def unfinished(self) -> int:
+        if self.listener is None and self._live:  # (a pool's calls are each watched)
+            self._forget_finished()
         return len(self._live) + len(self._held) + len(self._waiting)
 
     def submit(
@@ -193,14 +202,23 @@ class RayBackend(Backend):
                 return SyncFuture(None, error)
             set_outcome(future, None, error)
             return future
+        # A pool hears of each call's end (Ray's callback); a single worker's futures are
+        # watched only if someone watches them (``ray_future``), else settled when looked at.
+        watch = self.listener is not None
         if future is None:
             future = RayFuture(ref, self._convert, name, self, key)
+            self._live[key] = (future, ref)
+            if watch:
+                future._watch()
+            elif len(self._live) >= self._forget_at:
+                self._forget_finished()
         elif type(future) is RayFuture:  # made while it waited (here, or at another worker)
-            future._ref, future._convert, future._at = ref, self._convert, (self, key)
-        else:
+            self._live[key] = (future, ref)
+            future._bind(ref, self._convert, (self, key), watch)
+        else:  # a pool's own future
             future._ray_ref = ref  # type: ignore[attr-defined]  # so it can be handed over too
-        self._live[key] = (future, ref)
-        ref.future().add_done_callback(functools.partial(self._finished, key, future, name))
+            self._live[key] = (future, ref)
+            ref.future().add_done_callback(functools.partial(self.finished, key, future, name))
         return future
 
     def _method(self, name: str) -> tuple[Any, tuple]:
@@ -220,8 +238,28 @@ class RayBackend(Backend):
         except Exception:  # no answer in time (or Ray is gone): they may still run
             return set()
 
-    def _finished(self, key: int, future: cf.Future, name: str, source: cf.Future) -> None:
-        """Ray's callback: the call is over (any thread Ray picks)."""
+    def forget(self, key: int) -> None:
+        """Call ``key``'s future is settled (or cancelled): it is no longer this worker's to finish."""
+        self._live.pop(key, None)
+
+    def _forget_finished(self) -> None:
+        """Forget the calls Ray has finished whose futures nobody watches (they settle when
+        looked at), so fire-and-forget calls do not pile up here; then look again only after
+        the unfinished ones have doubled."""
+        live = list(self._live.items())
+        refs = [ref for _, (_, ref) in live]
+        try:
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
+        except Exception:  # Ray is gone: stop() settles them
+            return
+        done = set(ready)
+        for key, (_, ref) in live:
+            if ref in done:
+                self._live.pop(key, None)
+        self._forget_at = max(_FORGET_AT, 2 * len(self._live))
+
+    def finished(self, key: int, future: cf.Future, name: str, source: cf.Future) -> None:
+        """Ray's callback on a watched call: it is over (any thread Ray picks)."""
         self._live.pop(key, None)
         _in_callback.active = True
         try:
@@ -395,6 +433,7 @@ class RayBackend(Backend):
             self._held.clear()
             self._waiting.clear()
             live = list(self._live.values())
+            self._live.clear()  # each is settled or cancelled below
         for future in held:
             force_cancel(future)
         if live:
@@ -405,11 +444,16 @@ class RayBackend(Backend):
             except Exception:
                 ready = []
             finished = set(ready)
+            ours = []  # finished, their callback not run yet (or nobody watches them)
             for future, ref in live:
-                if ref in finished and not future.done():
-                    _settle_now(future, ref, self._convert)  # its callback may not have run yet
-                else:
+                if ref not in finished:
                     force_cancel(future)
+                elif future._state in (PENDING, RUNNING):
+                    if type(future) is RayFuture:
+                        ours.append(future)
+                    else:
+                        _settle_now(future, ref, self._convert)
+            settle_all(ours)
         self._kill()
 
     def _kill(self) -> None:

@@ -1,10 +1,18 @@
 """``RayFuture``: a concurry future over a Ray ``ObjectRef``; and how Ray's outcomes become ours.
 
 A ``RayFuture`` is a real ``concurrent.futures.Future`` (a ``ConcurrentFuture``), so ``wait``,
-``gather``, pools, callbacks and ``await`` treat it like any local future: it is completed by
-Ray's own callback (``ObjectRef.future()``; see ``settle`` for where user callbacks run), and
-``wait``/``gather`` also check pending ones in batches (``__concurry_poll__``). ``result()`` on a
-future not done yet asks Ray directly (``ray.get``), the quickest way to one result.
+``gather``, pools, callbacks and ``await`` treat it like any local future. How it learns its
+outcome depends on who looks, because Ray's per-ref completion callback (``ObjectRef.future()``)
+costs a call about a fifth of its time again:
+
+- ``result()``/``exception()`` on a pending one ask Ray directly (``ray.get``), the quickest way
+  to one result.
+- ``wait``/``gather``/``as_completed`` on Ray futures alone check them in batches
+  (``__concurry_poll__``: one ``ray.wait`` for many, then one ``ray.get`` for those finished).
+- Anything else that watches it (``done()``, a done-callback, ``await``, ``concurrent.futures``'
+  ``wait``/``as_completed``, a mixed ``wait``) makes it *watched*: Ray's callback then completes
+  it (see ``settle`` for where user callbacks run). A pool's futures are watched from the start:
+  the pool counts on hearing of each call's end.
 
 Errors come back as the user's: a ``RayTaskError`` carrying the actor's ``CallFailed`` is
 rebuilt as the exception the method raised (worker-side traceback attached as a note, as for
@@ -16,7 +24,9 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
+import functools
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures._base import CANCELLED_AND_NOTIFIED, FINISHED, PENDING
 from typing import Any, TypeVar
@@ -72,28 +82,88 @@ class RayFuture(ConcurrentFuture[T]):
         self._convert = convert
         self._method = method
         self._at = None if backend is None else (backend, key)  # the worker and call number it was sent as
+        self._watched = False  # Ray's callback completes it (see the module docstring)
 
     @classmethod
     def of(cls, ref: Any) -> RayFuture[Any]:
         """A future completed when ``ref`` is (``wrap_future(object_ref)``)."""
-        future: RayFuture[Any] = cls(ref)
-        ref.future().add_done_callback(lambda source: settle(future, source, ray_error))
-        return future
+        return cls(ref)
 
     @property
     def object_ref(self) -> Any:
         """The Ray ``ObjectRef`` of this call's result (None until the call reached Ray)."""
         return self._ref
 
+    # ---- watching: Ray's completion callback, registered when something needs it ----
+
+    @property
+    def _waiters(self) -> list:
+        # ``concurrent.futures.wait``/``as_completed`` (and a mixed ``concurry.wait``) install
+        # their waiters through this list: a pending future they wait on must be watched. (Ray
+        # runs the callback on its own thread, never inside this call, so the waiter about to
+        # be appended cannot miss the outcome.)
+        if not self._watched and self._state == PENDING:
+            self._watch()
+        return self._waiter_list
+
+    @_waiters.setter
+    def _waiters(self, value: list) -> None:
+        self._waiter_list = value
+
+    def _watch(self) -> None:
+        """From now on Ray's callback completes this future (registered once its call is sent)."""
+        with self._condition:
+            if self._watched:
+                return
+            self._watched = True
+            ref = self._ref
+        if ref is not None:
+            self._register(ref)
+
+    def _bind(self, ref: Any, convert: Convert, at: tuple, watch: bool) -> None:
+        """The call this future waited for has been sent as ``ref``; watch it if anyone does."""
+        with self._condition:
+            self._ref, self._convert, self._at = ref, convert, at
+            watch = self._watched = watch or self._watched
+        if watch:
+            self._register(ref)
+
+    def _register(self, ref: Any) -> None:
+        at = self._at
+        if at is None:
+            ref.future().add_done_callback(functools.partial(settle, self, convert=self._convert))
+        else:  # the worker hears of the call's end too
+            ref.future().add_done_callback(functools.partial(at[0].finished, at[1], self, self._method))
+
+    def add_done_callback(self, fn: Callable[[Any], object]) -> None:
+        super().add_done_callback(fn)
+        if not self._watched:
+            self._watch()
+
+    def done(self) -> bool:
+        if self._state == PENDING and not self._watched and self._ref is not None:
+            self.__concurry_poll__([self])  # finished at Ray: settled now; else watched from now on
+            if self._state == PENDING:
+                self._watch()
+        return super().done()
+
+    # ---- outcomes ----
+
     def result(self, timeout: float | None = None) -> T:
-        if self._state not in _DONE and self._ref is not None:
-            self._fetch(timeout)
+        if self._state not in _DONE:
+            self._await_outcome(timeout)
         return super().result(timeout)
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
-        if self._state not in _DONE and self._ref is not None:
-            self._fetch(timeout)
+        if self._state not in _DONE:
+            self._await_outcome(timeout)
         return super().exception(timeout)
+
+    def _await_outcome(self, timeout: float | None) -> None:
+        if self._ref is not None:
+            self._fetch(timeout)
+        else:  # not sent yet (it waits for its turn): Ray's callback settles it once it is
+            self._watch()
 
     def _fetch(self, timeout: float | None) -> None:
         try:
@@ -101,9 +171,19 @@ class RayFuture(ConcurrentFuture[T]):
         except GetTimeoutError:
             raise _WaitTimeout(f"future did not finish within {timeout} s") from None
         except Exception as exc:
-            set_outcome(self, None, self._convert(exc, "", self._method))
+            self._complete(None, exc)
         else:
+            self._complete(value, None)
+
+    def _complete(self, value: Any, ray_exc: BaseException | None) -> None:
+        """Settle with Ray's outcome (errors made ours); the worker forgets the call."""
+        if ray_exc is None:
             set_outcome(self, value, None)
+        else:
+            set_outcome(self, None, self._convert(ray_exc, "", self._method))
+        at = self._at
+        if at is not None:
+            at[0].forget(at[1])
 
     def cancel(self) -> bool:
         # ``ray.cancel`` is not used: on an actor task it does not stop a queued call from
@@ -119,31 +199,45 @@ class RayFuture(ConcurrentFuture[T]):
         if not super().cancel():
             return self.cancelled()
         self.set_running_or_notify_cancel()  # waiters (wait, as_completed) see it now
+        if at is not None:
+            at[0].forget(at[1])
         return True
 
     @staticmethod
-    def __concurry_poll__(futures: list[RayFuture[Any]]) -> list[RayFuture[Any]]:
-        """``wait``/``gather``'s batch check: one ``ray.wait`` for every pending future; those
-        Ray has finished are settled here, should their completion callback be late."""
+    def __concurry_poll__(futures: list[RayFuture[Any]], timeout: float = 0) -> list[RayFuture[Any]]:
+        """``wait``/``gather``'s batch check: one ``ray.wait`` for every pending future (for up
+        to ``timeout`` seconds, until one has finished); those finished are settled here with one
+        ``ray.get`` (unless their completion callback was first). Returns the done ones."""
         pending = {f._ref: f for f in futures if f._ref is not None and f._state not in _DONE}
         if pending:
-            ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0, fetch_local=False)
-            late = [ref for ref in ready if pending[ref]._state not in _DONE]  # (callbacks ran meanwhile)
-            if late:
-                try:
-                    values = ray.get(late, timeout=0)  # one get for all: per ref it costs a round trip
-                except Exception:  # one of them failed: each gets its own outcome
-                    for ref in late:
-                        pending[ref]._fetch(0)
-                else:
-                    for ref, value in zip(late, values, strict=True):
-                        set_outcome(pending[ref], value, None)
+            refs = list(pending)
+            if timeout:
+                ray.wait(refs, num_returns=1, timeout=timeout, fetch_local=False)
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
+            settle_all([pending[ref] for ref in ready if pending[ref]._state not in _DONE])
+        elif timeout:  # (only futures not sent yet: they are sent when their turn comes)
+            time.sleep(timeout)
         return [f for f in futures if f._state in _DONE]
 
     def __reduce__(self) -> Any:
         # Passed inside an argument (unwrap_futures=False, or nested in a container), it travels
         # as a future over the same ref; the other side asks Ray when it needs the value.
         return (_rebuilt, (self._ref,))
+
+
+def settle_all(futures: list[RayFuture[Any]]) -> None:
+    """Settle ``futures``, whose calls Ray has finished, with one ``ray.get`` (one per call
+    costs a round trip each); if one of them failed, each gets its own outcome."""
+    if not futures:
+        return
+    try:
+        values = ray.get([f._ref for f in futures], timeout=0)
+    except Exception:
+        for future in futures:
+            future._fetch(0)
+    else:
+        for future, value in zip(futures, values, strict=True):
+            future._complete(value, None)
 
 
 def _rebuilt(ref: Any) -> RayFuture[Any]:
