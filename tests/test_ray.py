@@ -132,9 +132,11 @@ def test_calls_run_in_order_on_one_actor_and_futures_are_ray_futures(box):
     assert box.later(21).result(timeout=60) == 42  # an ``async def`` method
 
     called = []
-    box.add(0).add_done_callback(called.append)
+    earlier = box.add(0)
+    earlier.add_done_callback(called.append)
     assert wait([box.add(0)], timeout=60)[1] == set()
-    assert len(called) == 1 and called[0].done()
+    assert earlier.done()  # calls finish in order
+    assert wait_until(lambda: called == [earlier], 30)  # (callbacks run on a thread of their own)
 
     async def main():
         return await box.later(5)

@@ -432,8 +432,7 @@ class RayBackend(Backend):
             held = [item[0] for item in (*self._held, *self._waiting)]
             self._held.clear()
             self._waiting.clear()
-            live = list(self._live.values())
-            self._live.clear()  # each is settled or cancelled below
+            live = list(self._live.values())  # (left in place: a concurrent abort sees them too)
         for future in held:
             force_cancel(future)
         if live:

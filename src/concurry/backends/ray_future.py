@@ -9,7 +9,8 @@ costs a call about a fifth of its time again:
   to one result.
 - ``wait``/``gather``/``as_completed`` on Ray futures alone check them in batches
   (``__concurry_poll__``: one ``ray.wait`` for many, then one ``ray.get`` for those finished).
-- Anything else that watches it (``done()``, a done-callback, ``await``, ``concurrent.futures``'
+- ``done()`` asks Ray (``ray.wait``) whether a pending one has finished, and settles it if so.
+- Anything else that watches it (a done-callback, ``await``, ``concurrent.futures``'
   ``wait``/``as_completed``, a mixed ``wait``) makes it *watched*: Ray's callback then completes
   it (see ``settle`` for where user callbacks run). A pool's futures are watched from the start:
   the pool counts on hearing of each call's end.
@@ -28,7 +29,7 @@ import functools
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures._base import CANCELLED_AND_NOTIFIED, FINISHED, PENDING
+from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, PENDING
 from typing import Any, TypeVar
 
 import ray
@@ -42,7 +43,7 @@ from .ray_actor import CallFailed
 T = TypeVar("T")
 # (Ray's exception, where, method) -> the caller's exception
 Convert = Callable[[BaseException, str, str], BaseException]
-_DONE = (FINISHED, CANCELLED_AND_NOTIFIED)
+_DONE = (FINISHED, CANCELLED_AND_NOTIFIED, CANCELLED)
 
 
 def ray_error(exc: BaseException, where: str = "", method: str = "the method") -> BaseException:
@@ -102,7 +103,7 @@ class RayFuture(ConcurrentFuture[T]):
         # their waiters through this list: a pending future they wait on must be watched. (Ray
         # runs the callback on its own thread, never inside this call, so the waiter about to
         # be appended cannot miss the outcome.)
-        if not self._watched and self._state == PENDING:
+        if not self._watched and self._state not in _DONE:
             self._watch()
         return self._waiter_list
 
@@ -141,10 +142,8 @@ class RayFuture(ConcurrentFuture[T]):
             self._watch()
 
     def done(self) -> bool:
-        if self._state == PENDING and not self._watched and self._ref is not None:
-            self.__concurry_poll__([self])  # finished at Ray: settled now; else watched from now on
-            if self._state == PENDING:
-                self._watch()
+        if self._state not in _DONE and self._ref is not None:
+            self.__concurry_poll__([self])  # finished at Ray: settled now (its callback may lag)
         return super().done()
 
     # ---- outcomes ----
@@ -251,7 +250,7 @@ def settle(future: cf.Future, source: cf.Future, convert: Convert, method: str =
     this process: while it runs nothing of Ray's finishes here. A future with done-callbacks
     (the user's: they may wait for another Ray future, or just be slow) is therefore settled
     on a thread of ours; one without is settled at once (the common case, no thread hop)."""
-    if future.done():  # ``result()`` got it from Ray first (a set_result now would build an error)
+    if future._state in _DONE:  # ``result()`` got it from Ray first (a set_result now would build an error)
         return
     if future._done_callbacks:
         _callbacks.run(_settle, future, source, convert, method)
