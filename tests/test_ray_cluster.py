@@ -1,7 +1,8 @@
 """Ray mode on a two-node cluster: one ray pool spread over both nodes shares one
 ``LimitSet(mode="ray", shared=True)``; the limit holds across nodes and the calls run on both.
 Then a worker on the second node loses its node mid-call: the call, and later ones, fail with
-``WorkerCrashedError``, and its stop returns.
+``WorkerCrashedError``, and its stop returns. After each ``stop()`` Ray's state API
+(``ray.util.state``, served by the head node's dashboard) lists no actor of ours alive.
 
 The cluster (``ray.cluster_utils.Cluster``: two raylets on this machine, in a temp dir of its own)
 lives in a script run by ``subprocess``: a driver joins one cluster only, and the test process's
@@ -30,6 +31,7 @@ SCRIPT = textwrap.dedent(
 
     import ray
     from ray.cluster_utils import Cluster
+    from ray.util.state import list_actors
 
     from concurry import LimitSet, ResourceLimit, WorkerCrashedError, worker
 
@@ -65,6 +67,20 @@ SCRIPT = textwrap.dedent(
         def nap(self, seconds):
             time.sleep(seconds)
 
+    def our_actors_alive(settle=0.0):
+        # Ray's state API: the worker actors (ours are "RayActor_<class>") the cluster has alive;
+        # with ``settle``, waits that long for none to be left (ray.kill is asynchronous)
+        deadline = time.monotonic() + settle
+        while True:
+            alive = sorted(
+                a.class_name
+                for a in list_actors(filters=[("state", "=", "ALIVE")])
+                if a.class_name.startswith("RayActor_")
+            )
+            if not alive or time.monotonic() >= deadline:
+                return alive
+            time.sleep(0.1)
+
     temp_dir = sys.argv[1]
     # one "concurry_slot" per node: a pool of two actors each asking for one lands on both nodes
     cluster = Cluster(
@@ -74,7 +90,7 @@ SCRIPT = textwrap.dedent(
             "num_cpus": 1,
             "resources": {"node_a": 2, "concurry_slot": 1},
             "temp_dir": temp_dir,
-            "include_dashboard": False,
+            "include_dashboard": True,  # Ray's state API runs in it
         },
     )
     report = {}
@@ -96,8 +112,10 @@ SCRIPT = textwrap.dedent(
         ).init(observer)
         try:
             results = [f.result(timeout=60) for f in [pool.run(i) for i in range(CALLS)]]
+            report["alive_before_stop"] = our_actors_alive()
         finally:
             pool.stop(timeout=30)
+        report["alive_after_stop"] = our_actors_alive(settle=10)
         report["call_nodes"] = [node for node, _ in results]
         report["actor_pids"] = sorted({pid for _, pid in results})
         report["peak"] = ray.get(observer.peak.remote())
@@ -117,6 +135,7 @@ SCRIPT = textwrap.dedent(
                 outcome[name] = repr(exc)
         lone.stop(timeout=30)
         report["node_lost"] = outcome
+        report["alive_at_end"] = our_actors_alive(settle=10)
         ray.shutdown()
     finally:
         cluster.shutdown()
@@ -181,6 +200,9 @@ def test_a_pool_over_two_nodes_shares_one_limit_and_leaves_nothing(tmp_path):
         assert len(report["actor_pids"]) == 2
         assert 0 < report["peak"] <= 1  # never more holders than the capacity (1), across nodes
         assert report["node_lost"] == {"running": "WorkerCrashedError", "later": "WorkerCrashedError"}
+        # Ray's state API saw the pool's two actors, and none of ours alive after each stop()
+        assert report["alive_before_stop"] == ["RayActor_Job", "RayActor_Job"]
+        assert report["alive_after_stop"] == [] and report["alive_at_end"] == []
 
         # nothing of that cluster is left: its raylets, GCS and agents, and the pool's actors
         gone = [*report["cluster_pids"], *report["actor_pids"]]
