@@ -87,7 +87,7 @@ class RayFuture(ConcurrentFuture[T]):
 
     @classmethod
     def of(cls, ref: Any) -> RayFuture[Any]:
-        """A future completed when ``ref`` is (``wrap_future(object_ref)``)."""
+        """A future over ``ref`` (``wrap_future(object_ref)``), settled as a call's is."""
         return cls(ref)
 
     @property
