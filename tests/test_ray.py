@@ -203,6 +203,14 @@ def test_every_way_of_waiting_sees_a_single_workers_result(box, way):
         WAYS_OF_WAITING[way](failed)
 
 
+@pytest.mark.parametrize("way", list(WAYS_OF_WAITING))
+def test_every_way_of_waiting_sees_a_call_sent_only_once_its_local_argument_resolved(box, way):
+    late: cf.Future = cf.Future()
+    f = box.length(late)  # held here, in order, until ``late`` resolves; then sent to the actor
+    threading.Timer(0.1, late.set_result, args=([1, 2, 3],)).start()
+    assert WAYS_OF_WAITING[way](f) == 3
+
+
 def test_a_call_ray_has_finished_is_done_at_once(box):
     f = box.nap(0.0)
     ray.wait([f.object_ref], fetch_local=False, timeout=30)  # finished at Ray; nobody looked yet

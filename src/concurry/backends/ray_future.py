@@ -44,6 +44,9 @@ T = TypeVar("T")
 # (Ray's exception, where, method) -> the caller's exception
 Convert = Callable[[BaseException, str, str], BaseException]
 _DONE = (FINISHED, CANCELLED_AND_NOTIFIED, CANCELLED)
+# seconds a batch check waits at most while a future's call is not sent yet (it waits its turn
+# behind a pending local future): once sent, it is seen within this
+_UNSENT_CHECK = 0.01
 
 
 def ray_error(exc: BaseException, where: str = "", method: str = "the method") -> BaseException:
@@ -208,13 +211,15 @@ class RayFuture(ConcurrentFuture[T]):
         to ``timeout`` seconds, until one has finished); those finished are settled here with one
         ``ray.get`` (unless their completion callback was first). Returns the done ones."""
         pending = {f._ref: f for f in futures if f._ref is not None and f._state not in _DONE}
+        if timeout and any(f._ref is None and f._state not in _DONE for f in futures):
+            timeout = min(timeout, _UNSENT_CHECK)  # a call not sent yet has no ref to wait on
         if pending:
             refs = list(pending)
             if timeout:
                 ray.wait(refs, num_returns=1, timeout=timeout, fetch_local=False)
             ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
             settle_all([pending[ref] for ref in ready if pending[ref]._state not in _DONE])
-        elif timeout:  # (only futures not sent yet: they are sent when their turn comes)
+        elif timeout:
             time.sleep(timeout)
         return [f for f in futures if f._state in _DONE]
 
