@@ -12,14 +12,16 @@ Calling: ``actor.<method>.options(name="<method>#<call number>").remote(*args, *
 actor class has one task per public method, ``ray_actor.actor_class``). A pool member's futures
 are completed by Ray's callback (``ObjectRef.future()``), which also keeps ``unfinished`` and
 tells the pool when the worker is idle. A single worker's are settled by whoever looks at them
-(``ray_future``): the callback costs a call a fifth of its time again, so it is registered only
-for a future something watches; the calls nobody looked at are forgotten in batches once Ray has
-finished them (``_forget_finished``). A ``RayFuture`` among the arguments travels as its ``ObjectRef``:
-at top level Ray resolves it before the call starts; nested in a container it travels as a
-future over the same ref, which the actor's runtime unwraps (``ray.get`` there). The caller
-never waits for it. A call whose arguments hold pending *local* futures waits here, with every
-later call (actor order), until they resolve. A pool's own future given to ``submit`` remembers its ref, so it
-can be handed over as well.
+(``ray_future``): the callback costs a call up to a fifth of its time again, so it is registered
+only for a future something watches; the calls nobody looks at are settled in batches once Ray
+has finished them (``_forget_finished``).
+
+A ``RayFuture`` among the arguments travels as its ``ObjectRef``: at top level Ray resolves it
+before the call starts; nested in a container it travels as a future over the same ref, which
+the actor's runtime unwraps (``ray.get`` there). The caller never waits for it. A call whose
+arguments hold pending *local* futures waits here, with every later call (actor order), until
+they resolve. A pool's own future given to ``submit`` remembers its ref, so it can be handed
+over as well.
 
 Dying: a call failing with ``RayActorError`` means the actor died: every unfinished call fails
 with ``WorkerCrashedError`` (Ray fails them all), later calls raise it, a pool is told.
@@ -243,9 +245,11 @@ class RayBackend(Backend):
         self._live.pop(key, None)
 
     def _forget_finished(self) -> None:
-        """Forget the calls Ray has finished whose futures nobody watches (they settle when
-        looked at), so fire-and-forget calls do not pile up here; then look again only after
-        the unfinished ones have doubled."""
+        """Settle and forget the calls Ray has finished that nobody watches (one ``ray.wait``,
+        one ``ray.get``), so fire-and-forget calls do not pile up here; then look again only
+        after the unfinished ones have doubled. (A watched one is settled by its callback.)"""
+        if not ray.is_initialized():  # Ray was shut down (ray.wait would start a new one)
+            return
         live = list(self._live.items())
         refs = [ref for _, (_, ref) in live]
         try:
@@ -253,9 +257,13 @@ class RayBackend(Backend):
         except Exception:  # Ray is gone: stop() settles them
             return
         done = set(ready)
-        for key, (_, ref) in live:
+        unwatched = []
+        for key, (future, ref) in live:
             if ref in done:
                 self._live.pop(key, None)
+                if type(future) is RayFuture and not future._watched and future._state == PENDING:
+                    unwatched.append(future)
+        settle_all(unwatched)
         self._forget_at = max(_FORGET_AT, 2 * len(self._live))
 
     def finished(self, key: int, future: cf.Future, name: str, source: cf.Future) -> None:

@@ -141,11 +141,11 @@ class RayFuture(ConcurrentFuture[T]):
 
     def add_done_callback(self, fn: Callable[[Any], object]) -> None:
         super().add_done_callback(fn)
-        if not self._watched:
+        if not self._watched and self._state not in _DONE:
             self._watch()
 
     def done(self) -> bool:
-        if self._state not in _DONE and self._ref is not None:
+        if self._state not in _DONE and self._ref is not None and ray.is_initialized():
             self.__concurry_poll__([self])  # finished at Ray: settled now (its callback may lag)
         return super().done()
 
