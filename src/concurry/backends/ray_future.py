@@ -103,25 +103,32 @@ class RayFuture(ConcurrentFuture[T]):
     @property
     def _waiters(self) -> list:
         # ``concurrent.futures.wait``/``as_completed`` (and a mixed ``concurry.wait``) install
-        # their waiters through this list: a pending future they wait on must be watched. (Ray
-        # runs the callback on its own thread, never inside this call, so the waiter about to
-        # be appended cannot miss the outcome.)
+        # their waiters through this list, holding the future's lock: a pending future they
+        # wait on must be watched. Ray's callback runs at once, in the registering thread, if
+        # the call has just finished; here it would settle the future before the waiter is
+        # appended, and the waiter would never hear of it. So it is registered from our
+        # callback thread, where the settle waits for the lock, and so for the waiter.
         if not self._watched and self._state not in _DONE:
-            self._watch()
+            self._watch(elsewhere=True)
         return self._waiter_list
 
     @_waiters.setter
     def _waiters(self, value: list) -> None:
         self._waiter_list = value
 
-    def _watch(self) -> None:
-        """From now on Ray's callback completes this future (registered once its call is sent)."""
+    def _watch(self, elsewhere: bool = False) -> None:
+        """From now on Ray's callback completes this future (registered once its call is sent;
+        ``elsewhere``: by our callback thread, not this one)."""
         with self._condition:
             if self._watched:
                 return
             self._watched = True
             ref = self._ref
-        if ref is not None:
+        if ref is None:
+            return
+        if elsewhere:
+            _callbacks.run(self._register, ref)
+        else:
             self._register(ref)
 
     def _bind(self, ref: Any, convert: Convert, at: tuple, watch: bool) -> None:
