@@ -282,8 +282,9 @@ CALLBACK_THREAD = "concurry-ray-callbacks"  # a stop() called there must not wai
 
 
 class _CallbackThread:
-    """Runs queued settles in order on one thread of ours, started when work arrives and
-    ended when there is none (so no thread is left behind between bursts, or at exit)."""
+    """Runs queued work (settles that run user callbacks, callback registrations) in order on
+    one thread of ours, started when work arrives and ended when there is none (so no thread
+    is left behind between bursts, or at exit)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
