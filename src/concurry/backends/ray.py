@@ -261,7 +261,7 @@ class RayBackend(Backend):
         for key, (future, ref) in live:
             if ref in done:
                 self._live.pop(key, None)
-                if type(future) is RayFuture and not future._watched and future._state == PENDING:
+                if type(future) is RayFuture and not future._watched and future._state in (PENDING, RUNNING):
                     unwatched.append(future)
         settle_all(unwatched)
         self._forget_at = max(_FORGET_AT, 2 * len(self._live))
