@@ -23,7 +23,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # Ray binds 127
 import ray
 
 from concurry import CallLimit, LimitPool, LimitSet, RateLimit, ResourceLimit, worker
-from concurry.limits.ray_store import _TRY, _dumps
+from concurry.limits.ray_store import _TRY, LimitKeeper, _dumps
 from conftest import process_alive
 from limits_checks import check_bound, throughput
 
@@ -231,6 +231,32 @@ def test_async_acquire_in_an_async_actor_leaves_its_loop_free():
         pass
     _until(lambda: ls.keeper_state()["in_use"] == {"slot": 0} and ls.keeper_state()["waiting"] == 0)
     ray.kill(user)
+
+
+def test_a_grant_whose_caller_gave_up_before_it_was_delivered_goes_back():
+    """The keeper's acquire is cancelled (its caller gave up) just after the wait inside it was
+    granted and before the acquire resumed: the caller never sees that grant, so the keeper
+    returns the units. The keeper is driven directly on one event loop, so the moment is exact."""
+
+    async def main():
+        keeper = LimitKeeper((ResourceLimit("slot", 1),))
+        request, mask = keeper._set._compile(None)
+        assert await keeper.acquire(_dumps((request, mask, None, "first", 0))) is not None
+        second = asyncio.ensure_future(keeper.acquire(_dumps((request, mask, None, "second", 0))))
+        while (await keeper.state("test", 0))["waiting"] == 0:
+            await asyncio.sleep(0)
+        await keeper.release(_dumps((request, "first")))
+        while (await keeper.state("test", 0))["in_use"]["slot"] == 0:  # until the wait is granted
+            await asyncio.sleep(0)
+        assert not second.done()  # granted inside, not yet resumed: the moment to give up
+        second.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await second
+        state = await keeper.state("test", 0)
+        assert state["in_use"] == {"slot": 0} and state["holders"] == {}
+        assert await keeper.acquire(_dumps((request, mask, _TRY, "third", 0))) is not None
+
+    asyncio.run(main())
 
 
 def test_async_acquire_in_the_driver():

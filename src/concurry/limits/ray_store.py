@@ -114,6 +114,11 @@ class LimitKeeper:
             except asyncio.CancelledError:
                 if wait.cancelled() and caller in self._gone:
                     return None  # its process died while it waited
+                if wait.done() and not wait.cancelled() and wait.exception() is None:
+                    # granted, and the caller gave up before this call resumed: the caller will
+                    # never see the grant, so the units go back here
+                    if mask & self._resource_mask:
+                        limit_set._release(request)
                 raise
             finally:
                 waits.discard(wait)
