@@ -177,8 +177,14 @@ def test_a_pool_over_two_nodes_shares_one_limit_and_leaves_nothing(tmp_path):
     temp_dir = tempfile.mkdtemp(prefix="cl-rc-", dir="/tmp")
     src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+    # Ray's Cluster writes the head's address to <RAY_TMPDIR>/ray/ray_current_cluster, whatever
+    # the head's own temp dir, and does not create that folder (on a fresh machine /tmp/ray is
+    # not there): this test gets its own, so it neither fails there nor points later runs at it
+    default_temp = os.path.join(temp_dir, "default")
+    os.makedirs(os.path.join(default_temp, "ray"))
     env.update(
         RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",  # bind 127.0.0.1
+        RAY_TMPDIR=default_temp,
         PYTHONPATH=os.pathsep.join([src, *(p for p in sys.path if p)]),
     )
     try:
