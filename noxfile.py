@@ -126,6 +126,7 @@ if FOUND:
         """The whole pytest suite on one interpreter."""
         _install(session)
         session.run("python", "-c", "import sys; print(sys.version)")
+        session.run("python", "-m", "compileall", "-q", str(ROOT / "src" / "concurry"))  # see Makefile
         session.run("python", "-m", "pytest", "-n", "2", "--dist", "loadgroup", *session.posargs)
 
 else:
