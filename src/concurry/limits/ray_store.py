@@ -114,11 +114,11 @@ class LimitKeeper:
             except asyncio.CancelledError:
                 if wait.cancelled() and caller in self._gone:
                     return None  # its process died while it waited
-                if wait.done() and not wait.cancelled() and wait.exception() is None:
-                    # granted, and the caller gave up before this call resumed: the caller will
+                granted = wait.done() and not wait.cancelled() and wait.exception() is None
+                if granted and mask & self._resource_mask:
+                    # the caller gave up after the grant, before this call resumed: it will
                     # never see the grant, so the units go back here
-                    if mask & self._resource_mask:
-                        limit_set._release(request)
+                    limit_set._release(request)
                 raise
             finally:
                 waits.discard(wait)
