@@ -11,6 +11,11 @@ cluster, its state held by one Ray actor, the *limit keeper*.
   calls. An async actor runs calls out of order, so each acquire carries how many of those its
   process has sent, and the keeper runs it only after all of them: a process that released
   (or updated) and then acquires is served as if the calls were synchronous.
+- **A caller that gives up withdraws.** An acquire interrupted before its answer came (a
+  timeout around ``async_acquire``, Ctrl-C in ``acquire``) sends ``withdraw`` with its request
+  number: the keeper ends the request if it is still waiting, and the caller gives back a grant
+  that was on its way. ``ray.cancel`` is not used: on a call the keeper has just answered, Ray
+  may fail the caller's ref with ``TaskCancelledError`` all the same, and that grant was lost.
 - **Units of a caller that dies come back.** The first time a process uses the keeper, it hands
   it an ``ObjectRef`` it owns that never completes (the result of a keeper call that stays
   parked). When the owner of an object dies, Ray fails the object with ``OwnerDiedError`` for
@@ -31,10 +36,12 @@ Ray is imported only when a ray set is made: ``import concurry`` never imports i
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import pickle
 import threading
+import time
 import uuid
 import weakref
 from collections.abc import Mapping
@@ -52,6 +59,9 @@ _TRY = -1.0  # the timeout that means "do not wait" (try_acquire)
 # An acquire waits at most this long for the calls its process sent before it (they always come
 # unless the process died; this only keeps a lost call from blocking it for ever).
 _CATCH_UP = 10.0
+# A withdrawal whose acquire had already ended is forgotten after this many seconds (one whose
+# acquire has not arrived yet is used when it does: it comes right behind, from the same caller).
+_WITHDRAWN_KEPT = 60.0
 
 
 def _dumps(args: tuple) -> bytes:
@@ -74,7 +84,8 @@ class LimitKeeper:
     """The actor holding a ray set's state (``ray.remote`` is applied when the first set is used).
 
     Callers are Ray worker ids (one per process). ``_held``: the resource units each holds, taken
-    back when it dies; ``_waits``: its requests still waiting, dropped then; ``_done``: how many
+    back when it dies; ``_waits``: its requests still waiting (by request number), dropped then;
+    ``_withdrawn``: (caller, request number) its caller gave up on, and when; ``_done``: how many
     fire-and-forget calls of each it has run, ``_behind``: its acquires waiting for the rest."""
 
     def __init__(self, limits: tuple) -> None:
@@ -83,7 +94,8 @@ class LimitKeeper:
         self._resource_mask = inner._resource_mask
         self._resources = frozenset(inner._ledger.resources)
         self._held: dict[str, dict[int, int]] = {}
-        self._waits: dict[str, set[asyncio.Future]] = {}
+        self._waits: dict[str, dict[int, asyncio.Future]] = {}
+        self._withdrawn: dict[tuple[str, int], float] = {}
         self._done: dict[str, int] = {}
         self._behind: dict[str, list[tuple[int, asyncio.Future]]] = {}
         self._parked: dict[str, asyncio.Future] = {}
@@ -94,26 +106,30 @@ class LimitKeeper:
     async def acquire(self, packed: bytes) -> Any:
         """The grant time, or None when refused (``try_acquire``) or timed out. Runs after the
         ``after`` fire-and-forget calls ``caller`` sent before it."""
-        request, mask, timeout, caller, after = pickle.loads(packed)
+        request, mask, timeout, caller, after, number = pickle.loads(packed)
         if caller in self._gone:  # sent before its process died, come after
             return None
         if after > self._done.get(caller, 0):
             await self._catch_up(caller, after)
+        if self._withdrawn.pop((caller, number), None) is not None:  # given up before it came
+            return None
         limit_set = self._set
         granted_at = limit_set._grant_now(request, mask)
         if granted_at is None:
             if timeout == _TRY:
                 return None
             wait = asyncio.ensure_future(limit_set._async_wait_for_grant(request, mask, timeout))
-            waits = self._waits.setdefault(caller, set())
-            waits.add(wait)
+            waits = self._waits.setdefault(caller, {})
+            waits[number] = wait
             try:
                 granted_at = await wait
             except TimeoutError:
                 return None
             except asyncio.CancelledError:
-                if wait.cancelled() and caller in self._gone:
-                    return None  # its process died while it waited
+                if wait.cancelled() and (
+                    caller in self._gone or self._withdrawn.pop((caller, number), None) is not None
+                ):
+                    return None  # its process died, or it gave up, while it waited
                 granted = wait.done() and not wait.cancelled() and wait.exception() is None
                 if granted and mask & self._resource_mask:
                     # the caller gave up after the grant, before this call resumed: it will
@@ -121,7 +137,7 @@ class LimitKeeper:
                     limit_set._release(request)
                 raise
             finally:
-                waits.discard(wait)
+                waits.pop(number, None)
         if mask & self._resource_mask:
             if caller in self._gone:  # its process died meanwhile: nobody will release these
                 limit_set._release(request)
@@ -143,6 +159,26 @@ class LimitKeeper:
             for i, amount in request:
                 if i in held:
                     held[i] = max(0, held[i] - amount)
+
+    async def withdraw(self, packed: bytes) -> None:
+        """The caller gave up on its request ``number``: end it if it waits (it answers None);
+        if it has not come yet, it answers None when it does. (A grant already sent is the
+        caller's to give back.)"""
+        number, caller = pickle.loads(packed)
+        if caller in self._gone:
+            return
+        self._count(caller)
+        now = time.monotonic()
+        withdrawn = self._withdrawn
+        while withdrawn:  # oldest first: forget those whose acquire had already ended
+            oldest = next(iter(withdrawn))
+            if now - withdrawn[oldest] < _WITHDRAWN_KEPT:
+                break
+            del withdrawn[oldest]
+        withdrawn[caller, number] = now
+        wait = self._waits.get(caller, {}).get(number)
+        if wait is not None:
+            wait.cancel()
 
     async def adjust(self, packed: bytes) -> None:
         deltas, granted_at, caller = pickle.loads(packed)
@@ -212,7 +248,7 @@ class LimitKeeper:
         self._done.pop(caller, None)
         for _, future in self._behind.pop(caller, ()):
             future.cancel()
-        for wait in self._waits.pop(caller, ()):
+        for wait in self._waits.pop(caller, {}).values():
             wait.cancel()
         held = self._held.pop(caller, None)
         if held:
@@ -243,7 +279,8 @@ _ACTOR_CLASS: Any = None
 def _actor_class(ray: Any) -> Any:
     global _ACTOR_CLASS
     if _ACTOR_CLASS is None:
-        for name in ("release", "adjust", "watch", "close"):  # fire-and-forget: no result object is made
+        # fire-and-forget: no result object is made
+        for name in ("release", "adjust", "withdraw", "watch", "close"):
             ray.method(num_returns=0)(getattr(LimitKeeper, name))
         _ACTOR_CLASS = ray.remote(num_cpus=0, max_concurrency=_KEEPER_CONCURRENCY)(LimitKeeper)
     return _ACTOR_CLASS
@@ -251,15 +288,16 @@ def _actor_class(ray: Any) -> Any:
 
 class _Caller:
     """This process as a caller of one keeper: its Ray worker id and how many fire-and-forget
-    calls it has sent (each acquire carries the count)."""
+    calls it has sent (each acquire carries the count) and its acquires' numbers."""
 
-    __slots__ = ("id", "lock", "pid", "sent")
+    __slots__ = ("id", "lock", "numbers", "pid", "sent")
 
     def __init__(self, caller_id: str) -> None:
         self.id = caller_id
         self.pid = os.getpid()
         self.sent = 0
         self.lock = threading.Lock()
+        self.numbers = itertools.count()
 
 
 _CALLERS: dict[str, _Caller] = {}  # keeper id -> this process as its caller
@@ -315,9 +353,12 @@ class RayStore:
                 _CALLERS[self.keeper_id] = caller
         return caller
 
-    def acquire(self, request: tuple, mask: int, timeout: float | None) -> Any:
+    def acquire(self, request: tuple, mask: int, timeout: float | None) -> tuple[int, Any]:
+        """Sends the request: (its number, the ref of its answer)."""
         caller = self.caller()
-        return self.keeper().acquire.remote(_dumps((request, mask, timeout, caller.id, caller.sent)))
+        number = next(caller.numbers)
+        packed = _dumps((request, mask, timeout, caller.id, caller.sent, number))
+        return number, self.keeper().acquire.remote(packed)
 
     def send(self, method: str, *args: Any) -> None:
         """A fire-and-forget call, counted once it is on its way."""
@@ -338,26 +379,23 @@ class RayLimitSet(LimitSet):
     _store: RayStore
     remote = True
 
-    def _call(self, request: tuple, mask: int, timeout: float | None) -> Any:
+    def _call(self, request: tuple, mask: int, timeout: float | None) -> tuple[int, Any]:
         return self._store.acquire(request, mask, timeout)
 
-    def _get(self, ref: Any, request: tuple, mask: int) -> Any:
+    def _get(self, sent: tuple[int, Any], request: tuple, mask: int) -> Any:
         ray = import_ray()
         try:
-            return ray.get(ref)
+            return ray.get(sent[1])
         except ray.exceptions.RayError:
             raise
         except BaseException:  # interrupted before the answer came: do not keep what it brings
-            self._abandon(ref, request, mask)
+            self._abandon(sent, request, mask)
             raise
 
-    def _abandon(self, ref: Any, request: tuple, mask: int) -> None:
-        """Stop waiting for ``ref``'s grant; if it was granted meanwhile, give the units back."""
-        ray = import_ray()
-        try:
-            ray.cancel(ref)
-        except Exception:
-            pass
+    def _abandon(self, sent: tuple[int, Any], request: tuple, mask: int) -> None:
+        """Withdraw the request; if it was granted meanwhile, give the units back."""
+        number, ref = sent
+        self._store.send("withdraw", number)
         if mask & self._resource_mask:
 
             def give_back(future: Any) -> None:
@@ -383,12 +421,13 @@ class RayLimitSet(LimitSet):
         request, mask = self._compile(requested)
         if timeout is not None:
             _check_timeout(timeout)
-        ref = self._call(request, mask, timeout)
-        answer = asyncio.wrap_future(ref.future())
+        sent = self._call(request, mask, timeout)
+        answer = asyncio.wrap_future(sent[1].future())
         try:
             granted_at = await asyncio.shield(answer)  # a cancelled caller leaves the answer to _abandon
         except asyncio.CancelledError:
-            self._abandon(ref, request, mask)
+            answer.add_done_callback(_retrieved)
+            self._abandon(sent, request, mask)
             raise
         if granted_at is None:
             raise TimeoutError("LimitSet acquire timed out before every requested unit was available")
@@ -408,6 +447,12 @@ class RayLimitSet(LimitSet):
         process id (a round trip; for tests and debugging)."""
         caller = self._store.caller()
         return import_ray().get(self._store.keeper().state.remote(caller.id, caller.sent))
+
+
+def _retrieved(future: asyncio.Future) -> None:
+    # an answer nobody awaits any more: its error (if any) is seen, so asyncio does not log it
+    if not future.cancelled():
+        future.exception()
 
 
 def _ray_store(limit_set: LimitSet, limits: tuple, store: RayStore | None) -> RayStore:
