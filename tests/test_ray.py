@@ -66,6 +66,15 @@ class Box:
         time.sleep(seconds)
         return seconds
 
+    def wait_for(self, path: str, limit: float = 60.0) -> bool:
+        """Runs until ``path`` exists (True), or ``limit`` seconds (False)."""
+        deadline = time.monotonic() + limit
+        while not os.path.exists(path):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
     def make(self, n: int, delay: float = 0.0) -> list[int]:
         time.sleep(delay)
         return list(range(n))
@@ -439,13 +448,17 @@ def _named_actors(*names: str) -> list[str]:
     return alive
 
 
-def test_an_active_pool_never_queues_calls_behind_a_running_one():
+def test_an_active_pool_never_queues_calls_behind_a_running_one(tmp_path):
+    go_on = str(tmp_path / "go-on")
     with Box.options(max_workers=2, load_balancing="active").init() as pool:
-        long_call = pool.nap(3.0)
-        shorts = [pool.where() for _ in range(6)]
-        ran_on = {f.result(timeout=60) for f in shorts}  # all on the other actor, while it naps
-        assert not long_call.done() and len(ran_on) == 1
-        assert long_call.result(timeout=60) == 3.0
+        long_call = pool.wait_for(go_on)  # runs until the file is made
+        try:
+            shorts = [pool.where() for _ in range(6)]
+            ran_on = {f.result(timeout=60) for f in shorts}  # all on the other actor, meanwhile
+            assert not long_call.done() and len(ran_on) == 1
+        finally:
+            open(go_on, "w").close()
+        assert long_call.result(timeout=60) is True
 
 
 def test_stop_cancels_at_its_deadline_and_the_context_manager_kills_the_actor():
