@@ -107,6 +107,21 @@ class User:
         return os.getpid()
 
 
+async def _give_up_after(ls, seconds):
+    """Acquire, giving up after ``seconds``; a grant in time is released at once."""
+    try:
+        acquisition = await asyncio.wait_for(ls.async_acquire(), seconds)
+    except asyncio.TimeoutError:
+        return "gave up"
+    acquisition.release()
+    return "granted"
+
+
+def _nothing_held(ls):
+    state = ls.keeper_state()
+    return state["in_use"] == {"slot": 0} and state["holders"] == {} and state["waiting"] == 0
+
+
 @ray.remote(num_cpus=0)
 class AsyncUser:
     def __init__(self, ls):
@@ -117,19 +132,7 @@ class AsyncUser:
             return acq.granted_at
 
     async def give_up_after(self, seconds):
-        try:
-            await asyncio.wait_for(self.ls.async_acquire(), seconds)
-        except asyncio.TimeoutError:
-            return "gave up"
-        return "granted"
-
-    async def give_up_or_release(self, seconds):
-        try:
-            acquisition = await asyncio.wait_for(self.ls.async_acquire(), seconds)
-        except asyncio.TimeoutError:
-            return "gave up"
-        acquisition.release()
-        return "granted"
+        return await _give_up_after(self.ls, seconds)
 
     async def ping(self):
         return "pong"
@@ -237,7 +240,7 @@ def test_async_acquire_in_an_async_actor_leaves_its_loop_free():
     held.release()
     with ls.acquire(timeout=10):
         pass
-    _until(lambda: ls.keeper_state()["in_use"] == {"slot": 0} and ls.keeper_state()["waiting"] == 0)
+    _until(lambda: _nothing_held(ls))
     ray.kill(user)
 
 
@@ -296,28 +299,19 @@ def test_a_driver_that_gives_up_on_its_acquires_leaves_nothing_held():
     grant was already on its way, gives it back: either way the keeper ends with nothing in use
     and nobody waiting, and the next acquire is served."""
     ls = _ray_set([ResourceLimit("slot", 1)])
-
-    async def give_up_after(seconds):
-        try:
-            acquisition = await asyncio.wait_for(ls.async_acquire(), seconds)
-        except asyncio.TimeoutError:
-            return "gave up"
-        acquisition.release()
-        return "granted"
-
     # the slot is free: the grant is on its way when the caller gives up, about a round trip
     # too soon (the answer of a call Ray was told to cancel could come back as cancelled)
-    outcomes = [asyncio.run(give_up_after(seconds)) for seconds in [0.0005, 0.001, 0.0015, 0.002] * 10]
+    outcomes = [asyncio.run(_give_up_after(ls, seconds)) for seconds in [0.0005, 0.001, 0.0015, 0.002] * 10]
     assert "gave up" in outcomes
-    _until(lambda: ls.keeper_state()["in_use"] == {"slot": 0} and ls.keeper_state()["holders"] == {})
+    _until(lambda: _nothing_held(ls))
     # the slot is held: the requests wait, and are withdrawn
     held = ls.acquire()
-    assert [asyncio.run(give_up_after(0.05)) for _ in range(5)] == ["gave up"] * 5
+    assert [asyncio.run(_give_up_after(ls, 0.05)) for _ in range(5)] == ["gave up"] * 5
     _until(lambda: ls.keeper_state()["waiting"] == 0)
     held.release()
     with ls.acquire(timeout=10):
         pass
-    _until(lambda: ls.keeper_state()["in_use"] == {"slot": 0} and ls.keeper_state()["holders"] == {})
+    _until(lambda: _nothing_held(ls))
 
 
 def test_an_actor_giving_up_just_as_the_slot_frees_never_keeps_it():
@@ -333,14 +327,14 @@ def test_an_actor_giving_up_just_as_the_slot_frees_never_keeps_it():
     # then even if its calls start late on a loaded machine)
     for release_at in [0.1 + (i % 11 - 5) * 0.001 for i in range(40)] + [0.3]:
         held = ls.acquire(timeout=10)
-        answer = user.give_up_or_release.remote(0.1)
+        answer = user.give_up_after.remote(0.1)
         time.sleep(release_at)
         held.release()
         outcomes.append(ray.get(answer, timeout=20))
     assert "gave up" in outcomes
     with ls.acquire(timeout=10):
         pass
-    _until(lambda: ls.keeper_state()["in_use"] == {"slot": 0} and ls.keeper_state()["waiting"] == 0)
+    _until(lambda: _nothing_held(ls))
     ray.kill(user)
 
 
